@@ -1,0 +1,91 @@
+"""Int8 emotion classifier: the shipped TFLite model, loaded once, all faces of a frame in one call."""
+from __future__ import annotations
+
+import logging
+import threading
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from . import preprocess
+from .tflite import interpreter_class
+
+log = logging.getLogger(__name__)
+
+LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+class ModelError(RuntimeError):
+    pass
+
+
+def shipped_model() -> Path:
+    """The int8 model installed with the package (``model/`` in the repository)."""
+    return Path(str(resources.files("emotion_model") / "emotion_int8.tflite"))
+
+
+def read_labels(path: Path) -> tuple[str, ...]:
+    try:
+        labels = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    except OSError as e:
+        raise ModelError(f"{path}: cannot read labels: {e.strerror or e}") from None
+    return labels
+
+
+class Classifier:
+    """Wraps one TFLite interpreter. Not thread-safe by design of TFLite; a lock guards it
+    because the bench and the HTTP view may call from other threads."""
+
+    def __init__(self, model_path: str | Path | None = None, labels_path: str | Path | None = None,
+                 threads: int = 1, margin: float = 0.0):
+        path = Path(model_path) if model_path else shipped_model()
+        if not path.is_file():
+            raise ModelError(f"{path}: model file not found")
+        try:
+            self.interp = interpreter_class()(model_path=str(path), num_threads=threads)
+        except ValueError as e:
+            raise ModelError(f"{path}: not a TFLite model: {e}") from None
+        self.path = path
+        self.margin = margin
+        inp = self.interp.get_input_details()[0]
+        out = self.interp.get_output_details()[0]
+        if tuple(inp["shape"][1:]) != (preprocess.SIDE, preprocess.SIDE, 1):
+            raise ModelError(f"{path}: input shape {tuple(inp['shape'])}, expected [N,48,48,1]")
+        self.in_index, self.out_index = inp["index"], out["index"]
+        self.in_dtype = inp["dtype"]
+        self.in_scale, self.in_zero = inp["quantization"]
+        self.out_scale, self.out_zero = out["quantization"]
+        labels_file = Path(labels_path) if labels_path else path.with_name("labels.txt")
+        self.labels = read_labels(labels_file) if labels_file.is_file() else LABELS
+        if int(out["shape"][-1]) != len(self.labels):
+            raise ModelError(f"{path}: {out['shape'][-1]} outputs but {len(self.labels)} labels")
+        self._batch = 1
+        self._lock = threading.Lock()
+        self.interp.allocate_tensors()
+        log.info("model %s: input %s scale %.4g zero %d, %d labels", path.name, np.dtype(self.in_dtype).name,
+                 self.in_scale, self.in_zero, len(self.labels))
+
+    def prepare(self, gray: np.ndarray, boxes) -> np.ndarray:
+        return preprocess.model_input(gray, boxes, self.margin, self.in_scale, self.in_zero, self.in_dtype)
+
+    def scores_for_input(self, x: np.ndarray) -> np.ndarray:
+        """Scores [N,7] (probabilities, float32) for an already-quantized batch."""
+        n = len(x)
+        if n == 0:
+            return np.zeros((0, len(self.labels)), np.float32)
+        with self._lock:
+            if n != self._batch:
+                self.interp.resize_tensor_input(self.in_index, [n, preprocess.SIDE, preprocess.SIDE, 1])
+                self.interp.allocate_tensors()
+                self._batch = n
+            self.interp.set_tensor(self.in_index, x)
+            self.interp.invoke()
+            y = self.interp.get_tensor(self.out_index).astype(np.float32)
+        if self.out_scale:
+            y = (y - self.out_zero) * self.out_scale
+        return y
+
+    def classify(self, gray: np.ndarray, boxes) -> np.ndarray:
+        """Scores [N,7] for faces ``boxes`` (x, y, w, h in ``gray`` coordinates)."""
+        return self.scores_for_input(self.prepare(gray, boxes))

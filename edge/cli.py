@@ -1,0 +1,196 @@
+"""``emotion-edge run | check | bench | config`` and ``--version``."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+from . import __version__
+from .config import Config, ConfigError, load, to_toml
+
+log = logging.getLogger("edge.cli")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _config(args) -> Config:
+    path = args.config
+    if path is None and os.environ.get("EMOTION_EDGE_CONFIG"):
+        path = os.environ["EMOTION_EDGE_CONFIG"]
+    return load(path)
+
+
+def _under_systemd() -> bool:
+    return bool(os.environ.get("INVOCATION_ID") and os.environ.get("NOTIFY_SOCKET"))
+
+
+def _status_line(snap: dict, faces) -> str:
+    parts = [f"{snap['fps']:.1f} fps", f"{len(faces)} face{'s' if len(faces) != 1 else ''}"]
+    if faces:
+        f = faces[0]
+        parts[-1] += f" ({f.emotion} {f.confidence:.0%})"
+    parts.append(f"frames {snap['frames']}")
+    if snap["bad_frames"]:
+        parts.append(f"bad {snap['bad_frames']}")
+    return ", ".join(parts)
+
+
+def cmd_run(args) -> int:
+    from .app import Outputs, build
+    from .classify import ModelError
+    from .detect import DetectorError
+    from .service import Notifier, setup_logging
+    from .sources import SourceError
+
+    cfg = _config(args)
+    setup_logging("debug" if args.verbose else cfg.service.log_level)
+    notifier = Notifier()
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        if not stop.is_set():
+            log.info("%s: stopping", signal.Signals(signum).name)
+            notifier.stopping()
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    events = args.events
+    if events is None:
+        # Interactive runs print events; under systemd they would only flood the journal.
+        events = None if _under_systemd() else "-"
+    if events == "none":
+        events = None
+    try:
+        pipe = build(cfg, args.source, Outputs(events=events, annotate=args.annotate), stop)
+    except (ModelError, DetectorError, SourceError, ConfigError, ValueError, OSError, ImportError) as e:
+        log.error("%s", e)
+        return EXIT_USAGE if isinstance(e, (ConfigError, ValueError)) else EXIT_FAILURE
+
+    source = pipe.source
+    try:
+        source.start()
+    except SourceError as e:
+        log.error("%s", e)
+        return EXIT_FAILURE
+    log.info("emotion-edge %s: %s, model %s, device %s", __version__, source.description,
+             pipe.classifier.path.name, cfg.device)
+
+    last_status = [time.monotonic()]
+
+    def on_frame(event):
+        if not notifier.ready_sent:
+            # Camera, model and cascade are up and a frame went through; the broker may come later.
+            notifier.ready(f"running: {source.description}")
+        notifier.watchdog()
+        now = time.monotonic()
+        if now - last_status[0] >= cfg.service.status_interval:
+            last_status[0] = now
+            snap = pipe.stats.snapshot()
+            line = _status_line(snap, event.faces)
+            notifier.status(line)
+            log.info("status: %s", line, extra={"EMOTION_EDGE_FPS": f"{snap['fps']:.2f}",
+                                                 "EMOTION_EDGE_FACES": str(len(event.faces)),
+                                                 "EMOTION_EDGE_FRAMES": str(snap["frames"])})
+
+    pipe.on_frame.append(on_frame)
+    try:
+        result = pipe.run(args.max_frames)
+    finally:
+        source.stop()
+    snap = pipe.stats.snapshot()
+    summary = f"{result.frames} frames, {snap['bad_frames']} bad, {snap['fps']:.1f} fps at the end"
+    if result.reason == "source-error":
+        log.error("source failed after %s: %s", summary, result.error)
+        return EXIT_FAILURE
+    if result.reason == "ended" and source.live:
+        log.error("live source ended unexpectedly after %s", summary)
+        return EXIT_FAILURE
+    if result.reason == "ended" and result.frames == 0:
+        log.error("%s gave no usable frames", source.description)
+        return EXIT_FAILURE
+    log.info("done (%s): %s", result.reason, summary)
+    if pipe._failed_sinks:
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_check(args) -> int:
+    from .check import run_checks
+
+    cfg = _config(args)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return run_checks(cfg, args.source, timeout=args.timeout)
+
+
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+
+    cfg = _config(args)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return run_bench(cfg, args.source, args.frames, args.json)
+
+
+def cmd_config(args) -> int:
+    cfg = _config(args)
+    sys.stdout.write(to_toml(cfg))
+    return EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="emotion-edge", description="Faces and their emotions from a camera, live.")
+    p.add_argument("--version", action="version", version=f"emotion-edge {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def common(sp):
+        sp.add_argument("--config", metavar="FILE", help="TOML config (default: $EMOTION_EDGE_CONFIG, else built-in defaults)")
+        sp.add_argument("--source", metavar="SPEC", help="auto | picamera2[:N] | webcam[:N] | demo[:FRAMES] | URL | "
+                                                         "video file | image file | folder of images")
+
+    r = sub.add_parser("run", help="run the pipeline")
+    common(r)
+    r.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
+    r.add_argument("--events", metavar="PATH", help="JSON lines: '-' for stdout (the default outside systemd), "
+                                                    "a file, or 'none'")
+    r.add_argument("--annotate", metavar="PATH", help="annotated output: video (.mp4/.avi), image (.jpg/.png) or folder/")
+    r.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check", help="check camera, model, cascade and broker; one line each")
+    common(c)
+    c.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the broker")
+    c.set_defaults(func=cmd_check)
+
+    b = sub.add_parser("bench", help="time the pipeline against the thesis loop on the same frames")
+    common(b)
+    b.add_argument("--frames", type=int, default=150, metavar="N")
+    b.add_argument("--json", metavar="PATH", help="also write the numbers as JSON")
+    b.set_defaults(func=cmd_bench)
+
+    k = sub.add_parser("config", help="print the effective configuration as TOML")
+    common(k)
+    k.set_defaults(func=cmd_config)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "max_frames", None) is not None and args.max_frames < 1:
+        print("emotion-edge: --max-frames must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"emotion-edge: config error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

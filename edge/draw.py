@@ -1,0 +1,99 @@
+"""One drawing function for every view: the HDMI overlay (RGBA), annotated files and the
+HTTP stream (BGR). Sharing it is what keeps the screen and the browser in agreement."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .events import Event, Face
+
+# RGB, chosen to stay distinguishable for the common colour-vision deficiencies where possible.
+COLOURS = {
+    "angry": (230, 40, 40),
+    "disgust": (120, 170, 30),
+    "fear": (150, 60, 200),
+    "happy": (255, 200, 0),
+    "sad": (40, 110, 230),
+    "surprise": (255, 120, 200),
+    "neutral": (200, 200, 200),
+}
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def colour(emotion: str, order: str) -> tuple[int, ...]:
+    r, g, b = COLOURS.get(emotion, (255, 255, 255))
+    if order == "rgba":
+        return (r, g, b, 255)
+    return (b, g, r)
+
+
+def _text(canvas, text, org, scale, fg, order, thickness):
+    bg = (0, 0, 0, 200) if order == "rgba" else (0, 0, 0)
+    (tw, th), base = cv2.getTextSize(text, FONT, scale, thickness)
+    x, y = org
+    cv2.rectangle(canvas, (x, y - th - base - 2), (x + tw + 4, y + 2), bg, -1)
+    cv2.putText(canvas, text, (x + 2, y - base + 1), FONT, scale, fg, thickness, cv2.LINE_AA)
+
+
+def label_origin(box, text_size, frame_size) -> tuple[int, int]:
+    """Baseline-left of a label: above the box, or inside its top edge when there is no room,
+    always inside the frame."""
+    x, y, w, h = box
+    tw, th = text_size
+    W, H = frame_size
+    ox = int(min(max(0, x), max(0, W - tw - 4)))
+    oy = y - 3 if y - th - 6 >= 0 else y + th + 6
+    oy = int(min(max(th + 6, oy), H - 3))
+    return ox, oy
+
+
+def draw_faces(canvas: np.ndarray, faces, fps: float | None = None, order: str = "bgr", scores: bool = True) -> np.ndarray:
+    """Draw boxes, ``emotion NN%`` labels, optional score bars and the fps onto ``canvas`` in place.
+
+    ``order`` is "bgr" for a camera frame or "rgba" for a transparent overlay (H, W, 4).
+    """
+    H, W = canvas.shape[:2]
+    s = max(0.4, H / 960)
+    thick = max(1, round(H / 360))
+    for f in faces:
+        x, y, w, h = (int(v) for v in f.box)
+        c = colour(f.emotion, order)
+        cv2.rectangle(canvas, (x, y), (x + w - 1, y + h - 1), c, thick)
+        text = f"{f.emotion} {f.confidence:.0%}"
+        (tw, th), base = cv2.getTextSize(text, FONT, s, thick)
+        _text(canvas, text, label_origin((x, y, w, h), (tw, th + base), (W, H)), s, c, order, thick)
+        if scores and f.scores and h >= 60:
+            _bars(canvas, f, (x, y, w, h), order)
+    if fps is not None:
+        white = (255, 255, 255, 255) if order == "rgba" else (255, 255, 255)
+        _text(canvas, f"{fps:.1f} fps", (4, int(24 * s) + 6), s, white, order, thick)
+    return canvas
+
+
+def _bars(canvas, face: Face, box, order):
+    """Seven thin bars under the box (or inside its bottom when at the frame's edge)."""
+    H, W = canvas.shape[:2]
+    x, y, w, h = box
+    n = len(face.scores)
+    bar_h = max(2, h // 40)
+    gap = 1
+    total = n * (bar_h + gap)
+    top = y + h + 3 if y + h + 3 + total <= H else y + h - total - 3
+    top = max(0, top)
+    width = max(10, min(w, W - x))
+    for i, (label, p) in enumerate(face.scores.items()):
+        yy = top + i * (bar_h + gap)
+        x0 = max(0, x)
+        cv2.rectangle(canvas, (x0, yy), (x0 + max(1, int(width * p)), yy + bar_h - 1), colour(label, order), -1)
+
+
+def overlay_rgba(size: tuple[int, int], event: Event, scores: bool = True) -> np.ndarray:
+    """A transparent (H, W, 4) uint8 overlay for picamera2's ``set_overlay``."""
+    W, H = size
+    ov = np.zeros((H, W, 4), np.uint8)
+    return draw_faces(ov, event.faces, event.fps, order="rgba", scores=scores)
+
+
+def annotate_bgr(frame_bgr: np.ndarray, event: Event, scores: bool = True) -> np.ndarray:
+    """A copy of the camera frame with the same drawing as the overlay."""
+    return draw_faces(frame_bgr.copy(), event.faces, event.fps, order="bgr", scores=scores)

@@ -1,0 +1,162 @@
+"""The capture loop: source -> detect -> classify -> track -> event -> sinks, until the stop event."""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .events import Event, Face
+from .sources import FrameSource, SourceError
+
+log = logging.getLogger(__name__)
+
+STAGES = ("capture", "detect", "classify", "track", "sinks")
+
+
+@dataclass
+class Stats:
+    """Read by other threads (MQTT stats, HTTP view, systemd status) through ``snapshot()``."""
+
+    frames: int = 0
+    faces: int = 0
+    bad_frames: int = 0
+    sink_errors: int = 0
+    fps: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    stage_ms: dict = field(default_factory=lambda: {s: 0.0 for s in STAGES})  # moving averages
+    stage_total: dict = field(default_factory=lambda: {s: 0.0 for s in STAGES})  # sums, for the benchmark
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {"frames": self.frames, "faces": self.faces, "bad_frames": self.bad_frames,
+                    "sink_errors": self.sink_errors, "fps": round(self.fps, 2),
+                    "uptime_s": round(time.monotonic() - self.started, 1),
+                    "stage_ms": {k: round(v, 3) for k, v in self.stage_ms.items()}}
+
+
+@dataclass
+class RunResult:
+    frames: int
+    reason: str  # "ended" | "stopped" | "max-frames" | "source-error"
+    error: str | None = None
+
+
+class Pipeline:
+    def __init__(self, source: FrameSource, detector, classifier, tracker, sinks=(), device: str = "edge",
+                 detect_every: int = 1, stop: threading.Event | None = None):
+        self.source, self.detector, self.classifier, self.tracker = source, detector, classifier, tracker
+        self.sinks = list(sinks)
+        self.device = device
+        self.every = max(1, detect_every)
+        self.stop = stop or threading.Event()
+        self.stats = Stats()
+        #: Called with the Event after every processed frame (watchdog pings, status lines).
+        self.on_frame: list = []
+        self._intervals: collections.deque = collections.deque(maxlen=30)
+        self._last_t: float | None = None
+        self._failed_sinks: set = set()
+        self._processing_bad = 0
+
+    def _ema(self, stage: str, ms: float):
+        self.stats.stage_total[stage] += ms
+        old = self.stats.stage_ms[stage]
+        self.stats.stage_ms[stage] = ms if self.stats.frames == 0 else 0.9 * old + 0.1 * ms
+
+    def process(self, frame) -> Event:
+        """Detect, classify and track one frame; returns its event (sinks not yet called)."""
+        pc = time.perf_counter
+        t0 = pc()
+        sx, sy = frame.scale
+        if (frame.seq - 1) % self.every == 0 or not self.tracker.tracks:
+            boxes_g = self.detector.detect(frame.gray).astype(np.float32)
+        else:
+            boxes_g = self.tracker.predicted_boxes() / np.float32([sx, sy, sx, sy])
+        t1 = pc()
+        scores = self.classifier.classify(frame.gray, boxes_g)
+        t2 = pc()
+        boxes_m = boxes_g * np.float32([sx, sy, sx, sy])
+        tracks = self.tracker.update(boxes_m, scores)
+        labels = self.classifier.labels
+        faces = []
+        for t in tracks:
+            k = int(np.argmax(t.scores))
+            faces.append(Face(id=t.id, box=tuple(int(round(v)) for v in t.box), emotion=labels[k],
+                              confidence=float(t.scores[k]),
+                              scores={lab: float(p) for lab, p in zip(labels, t.scores)}))
+        now = time.monotonic()
+        if self._last_t is not None:
+            self._intervals.append(now - self._last_t)
+        self._last_t = now
+        fps = len(self._intervals) / sum(self._intervals) if self._intervals and sum(self._intervals) > 0 else 0.0
+        event = Event(device=self.device, seq=frame.seq, wall_time=frame.wall_time, frame_w=frame.main_size[0],
+                      frame_h=frame.main_size[1], faces=tuple(faces),
+                      latency_ms=max(0.0, (now - frame.t_capture) * 1000), fps=fps, source=frame.name)
+        t3 = pc()
+        with self.stats.lock:
+            self._ema("detect", (t1 - t0) * 1000)
+            self._ema("classify", (t2 - t1) * 1000)
+            self._ema("track", (t3 - t2) * 1000)
+            self.stats.fps = fps
+        return event
+
+    def _emit(self, event, frame):
+        t0 = time.perf_counter()
+        for sink in self.sinks:
+            if sink in self._failed_sinks:
+                continue
+            try:
+                sink.handle(event, frame)
+            except Exception as e:
+                # A broken output must not take detection down with it: log once, keep the rest going.
+                with self.stats.lock:
+                    self.stats.sink_errors += 1
+                log.error("%s output failed, disabled for this run: %s", sink.name, e)
+                self._failed_sinks.add(sink)
+        return (time.perf_counter() - t0) * 1000
+
+    def run(self, max_frames: int | None = None) -> RunResult:
+        for sink in self.sinks:
+            sink.start()
+        processed = 0
+        try:
+            while not self.stop.is_set():
+                if max_frames is not None and processed >= max_frames:
+                    return RunResult(processed, "max-frames")
+                t0 = time.perf_counter()
+                try:
+                    frame = self.source.read()
+                except SourceError as e:
+                    return RunResult(processed, "source-error", str(e))
+                capture_ms = (time.perf_counter() - t0) * 1000
+                if frame is None:
+                    return RunResult(processed, "ended")
+                try:
+                    event = self.process(frame)
+                except Exception as e:
+                    self._processing_bad += 1
+                    with self.stats.lock:
+                        self.stats.bad_frames = self.source.bad_frames + self._processing_bad
+                    log.warning("frame %d skipped: %s", frame.seq, e, exc_info=log.isEnabledFor(logging.DEBUG))
+                    continue
+                sinks_ms = self._emit(event, frame)
+                processed += 1
+                with self.stats.lock:
+                    self._ema("capture", capture_ms)
+                    self._ema("sinks", sinks_ms)
+                    self.stats.frames += 1
+                    self.stats.faces = len(event.faces)
+                    self.stats.bad_frames = self.source.bad_frames + self._processing_bad
+                for cb in self.on_frame:
+                    cb(event)
+            return RunResult(processed, "stopped")
+        finally:
+            for sink in self.sinks:
+                try:
+                    sink.close()
+                except Exception as e:
+                    log.error("closing %s output: %s", sink.name, e)

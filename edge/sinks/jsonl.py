@@ -1,0 +1,36 @@
+"""JSON lines to stdout or a file: one event per line, flushed, so `| jq` and `tail -f` see it live."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from . import Sink
+
+
+class JsonLinesSink(Sink):
+    name = "events"
+
+    def __init__(self, target: str):
+        self.target = target
+        if target == "-":
+            self.fh = sys.stdout
+            self._own = False
+        else:
+            p = Path(target)
+            if p.parent and not p.parent.exists():
+                raise OSError(f"{p.parent}: no such folder for --events")
+            self.fh = open(p, "w", encoding="utf-8", buffering=1)
+            self._own = True
+
+    def handle(self, event, frame):
+        try:
+            self.fh.write(event.to_json() + "\n")
+            self.fh.flush()
+        except BrokenPipeError:
+            # `emotion-edge run | head` closed the pipe: stop writing, keep running.
+            self.fh = open("/dev/null", "w")
+            self._own = True
+
+    def close(self):
+        if self._own:
+            self.fh.close()

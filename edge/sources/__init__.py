@@ -1,0 +1,91 @@
+"""Frame sources and the one factory that turns a ``--source`` spec into one.
+
+Specs: ``auto`` | ``picamera2[:N]`` | ``webcam[:N]`` | ``demo[:FRAMES]`` | ``rtsp://…`` (any URL OpenCV
+opens) | a video file | an image file | a folder of images.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+from ..config import CameraConfig
+from .base import Frame, FrameSource, SourceError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Frame", "FrameSource", "SourceError", "open_source", "describe_auto"]
+
+URL_RE = re.compile(r"^(rtsps?|rtmp|https?|udp|tcp|srt)://", re.I)
+
+
+def _webcam_present(index: int = 0) -> bool:
+    return os.path.exists(f"/dev/video{index}") and _webcam_delivers(index)
+
+
+def _webcam_delivers(index: int) -> bool:
+    import cv2
+
+    cap = cv2.VideoCapture(index, cv2.CAP_V4L2)
+    try:
+        return cap.isOpened() and cap.read()[0]
+    finally:
+        cap.release()
+
+
+def describe_auto() -> str:
+    """Which source ``auto`` picks on this machine: picamera2, webcam:0 or demo."""
+    from . import picamera2 as pc
+
+    if pc.available():
+        return "picamera2"
+    if _webcam_present(0):
+        return "webcam:0"
+    return "demo"
+
+
+def _index(spec: str, default: int = 0) -> int:
+    _, _, n = spec.partition(":")
+    if not n:
+        return default
+    if not n.isdigit():
+        raise SourceError(f"--source {spec!r}: expected a number after ':'")
+    return int(n)
+
+
+def open_source(spec: str, cam: CameraConfig, want_main: bool = False) -> FrameSource:
+    spec = (spec or "auto").strip()
+    low = spec.lower()
+    if low == "auto":
+        spec = low = describe_auto()
+        log.info("source auto: %s", spec)
+    if low.startswith("picamera2"):
+        from .picamera2 import Picamera2Source
+
+        return Picamera2Source(cam.width, cam.height, cam.lores_width, cam.lores_height, cam.fps, cam.luma_range,
+                               want_main=want_main, camera_num=_index(low))
+    if low.startswith("webcam"):
+        from .opencv import LiveCaptureSource
+
+        return LiveCaptureSource(_index(low), cam.width, cam.height, cam.lores_width, cam.lores_height, cam.fps)
+    if low == "demo" or low.startswith("demo:"):
+        from .demo import DemoSource
+
+        return DemoSource(_index(low, 150) or 150, cam.width, cam.height, cam.lores_width, cam.lores_height,
+                          loop=cam.loop)
+    if URL_RE.match(spec):
+        from .opencv import LiveCaptureSource
+
+        return LiveCaptureSource(spec, cam.width, cam.height, cam.lores_width, cam.lores_height, cam.fps)
+    p = Path(spec).expanduser()
+    if not p.exists():
+        raise SourceError(f"--source {spec!r}: no such file or folder (and not auto, picamera2, webcam:N, demo "
+                          "or a stream URL)")
+    from .images import ImageSource, is_image_path
+
+    if p.is_dir() or is_image_path(p):
+        return ImageSource(p, cam.still_max_width)
+    from .opencv import VideoFileSource
+
+    return VideoFileSource(p, cam.lores_width, cam.lores_height, loop=cam.loop)

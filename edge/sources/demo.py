@@ -1,0 +1,75 @@
+"""The built-in demo clip: scikit-image's astronaut photo, panned and zoomed at run time.
+
+It makes ``emotion-edge run`` work on any machine, camera or not, without shipping or
+downloading any image: the photo comes with scikit-image.
+"""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from .base import FrameSource, SourceError, make_frame
+
+
+def astronaut_bgr() -> np.ndarray:
+    try:
+        from skimage import data
+    except ImportError:
+        raise SourceError("the demo source needs scikit-image (pip install scikit-image)") from None
+    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+def demo_frame(photo: np.ndarray, i: int, n: int, size=(640, 480)) -> np.ndarray:
+    """Frame ``i`` of ``n``: a window gliding over the photo and zooming in and out, so the face
+    moves, changes size and, for a few frames, leaves the picture."""
+    H, W = photo.shape[:2]
+    t = i / max(1, n - 1)
+    zoom = 1.0 + 0.6 * math.sin(math.pi * t)  # 1 -> 1.6 -> 1
+    ww, wh = W / zoom, (W / zoom) * size[1] / size[0]
+    # Centre path: over the face, to the right (face partly out of the window), back.
+    cx = W * (0.45 + 0.25 * math.sin(2 * math.pi * t))
+    cy = H * 0.40
+    x0 = cx - ww / 2
+    y0 = cy - wh / 2
+    m = np.float32([[size[0] / ww, 0, -x0 * size[0] / ww], [0, size[1] / wh, -y0 * size[1] / wh]])
+    return cv2.warpAffine(photo, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=(40, 40, 40))
+
+
+class DemoSource(FrameSource):
+    """A recorded source of ``frames`` frames (a few seconds); ends with None."""
+
+    def __init__(self, frames: int = 150, width: int = 640, height: int = 480, lores_width: int = 320,
+                 lores_height: int = 240, loop: bool = False):
+        super().__init__()
+        self.n, self.size, self.lores, self.loop = frames, (width, height), (lores_width, lores_height), loop
+        self.description = f"demo clip ({frames} frames of scikit-image's astronaut)"
+        self.photo = None
+        self._i = 0
+
+    def start(self):
+        self.photo = astronaut_bgr()
+
+    def read(self):
+        if self.photo is None:
+            self.start()
+        if self._i >= self.n:
+            if not self.loop:
+                return None
+            self._i = 0
+        img = demo_frame(self.photo, self._i, self.n, self.size)
+        self._i += 1
+        return make_frame(self._next_seq(), img, *self.lores)
+
+
+def write_demo_video(path, frames: int = 90, fps: float = 30.0, size=(640, 480)) -> None:
+    """Write the demo clip as a video file (used by tests and the README picture)."""
+    photo = astronaut_bgr()
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    if not vw.isOpened():
+        raise SourceError(f"{path}: cannot write video")
+    for i in range(frames):
+        vw.write(demo_frame(photo, i, frames, size))
+    vw.release()

@@ -1,0 +1,72 @@
+"""An image file, or a folder of images in sorted file-name order."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .base import FrameSource, SourceError, make_frame
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm",
+              ".pnm", ".jp2", ".sr", ".ras", ".exr", ".hdr", ".pic"}
+
+
+def is_image_path(p: Path) -> bool:
+    return p.suffix.lower() in IMAGE_EXTS
+
+
+def _read_image(path: Path) -> np.ndarray | None:
+    # imdecode from bytes instead of imread: imread cannot open non-ASCII paths on every platform.
+    try:
+        buf = np.fromfile(path, dtype=np.uint8)
+    except OSError:
+        return None
+    if buf.size == 0:
+        return None
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        return None
+    if img.dtype != np.uint8:  # 16-bit PNG/TIFF, float EXR/HDR
+        img = cv2.normalize(img.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    return img
+
+
+class ImageSource(FrameSource):
+    """Recorded: every image once. A single unreadable file is an error; in a folder it is
+    counted as a bad frame, logged and skipped."""
+
+    def __init__(self, path: str | Path, max_width: int = 1024):
+        super().__init__()
+        self.path = Path(path)
+        self.max_width = max_width
+        if self.path.is_dir():
+            self.files = sorted(p for p in self.path.iterdir() if p.is_file() and is_image_path(p))
+            if not self.files:
+                raise SourceError(f"{self.path}: no image files in this folder")
+            self.folder = True
+            self.description = f"folder {self.path} ({len(self.files)} images)"
+        elif self.path.is_file():
+            self.files = [self.path]
+            self.folder = False
+            self.description = f"image {self.path}"
+        else:
+            raise SourceError(f"{self.path}: no such file or folder")
+        self._i = 0
+
+    def read(self):
+        while self._i < len(self.files):
+            f = self.files[self._i]
+            self._i += 1
+            img = _read_image(f)
+            if img is None:
+                if not self.folder:
+                    raise SourceError(f"{f}: not a readable image")
+                self.bad_frames += 1
+                log.warning("%s: not a readable image, skipped", f.name)
+                continue
+            return make_frame(self._next_seq(), img, self.max_width, name=f.name if self.folder else None)
+        return None

@@ -1,0 +1,145 @@
+"""OpenCV capture: webcams (``webcam:N``), network streams (rtsp/http URLs) and video files."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import cv2
+
+from .base import FrameSource, SourceError, make_frame
+
+log = logging.getLogger(__name__)
+
+# A decoder that keeps failing this many reads in a row is treated as dead, not as glitches.
+MAX_CONSECUTIVE_BAD = 25
+
+
+class VideoFileSource(FrameSource):
+    """Recorded: every frame in order; ends with None (or loops)."""
+
+    def __init__(self, path: str | Path, lores_width: int = 320, lores_height: int = 240, loop: bool = False):
+        super().__init__()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise SourceError(f"{self.path}: no such file")
+        self.lores = (lores_width, lores_height)
+        self.loop = loop
+        self.description = f"video {self.path}"
+        self.cap = None
+
+    def start(self):
+        self.cap = cv2.VideoCapture(str(self.path))
+        if not self.cap.isOpened():
+            raise SourceError(f"{self.path}: not a video OpenCV can decode")
+        self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 0.0
+        self.frame_count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self._read_any = False
+
+    def read(self):
+        if self.cap is None:
+            self.start()
+        bad = 0
+        while True:
+            ok, img = self.cap.read()
+            if ok and img is not None and img.size:
+                self._read_any = True
+                return make_frame(self._next_seq(), img, *self.lores)
+            # At the real end read() fails too: tell end from corruption by the position.
+            pos = self.cap.get(cv2.CAP_PROP_POS_FRAMES)
+            if not self._read_any and bad == 0:
+                raise SourceError(f"{self.path}: no decodable frames (corrupt or unsupported video)")
+            if self.frame_count and pos < self.frame_count - 1 and bad < MAX_CONSECUTIVE_BAD:
+                bad += 1
+                self.bad_frames += 1
+                self.cap.set(cv2.CAP_PROP_POS_FRAMES, pos + 1)
+                continue
+            if self.loop and self._read_any:
+                self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                continue
+            return None
+
+    def stop(self):
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+
+class LiveCaptureSource(FrameSource):
+    """Webcam or network stream. A reader thread keeps only the newest frame, so a slow
+    pipeline sees fresh frames (latency one frame) instead of an ever older backlog."""
+
+    live = True
+
+    def __init__(self, spec: str | int, width: int = 640, height: int = 480, lores_width: int = 320,
+                 lores_height: int = 240, fps: float = 30.0, stall_timeout: float = 10.0):
+        super().__init__()
+        self.spec, self.size, self.lores, self.fps = spec, (width, height), (lores_width, lores_height), fps
+        self.stall_timeout = stall_timeout
+        self.description = f"webcam {spec}" if isinstance(spec, int) else f"stream {spec}"
+        self._cond = threading.Condition()
+        self._latest = None
+        self._latest_t = 0.0
+        self._taken = 0
+        self._count = 0
+        self._error: str | None = None
+        self._running = False
+        self.cap = None
+        self._thread = None
+
+    def start(self):
+        if isinstance(self.spec, int):
+            cap = cv2.VideoCapture(self.spec, cv2.CAP_V4L2)
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.size[0])
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.size[1])
+            cap.set(cv2.CAP_PROP_FPS, self.fps)
+        else:
+            cap = cv2.VideoCapture(self.spec)
+        if not cap.isOpened():
+            raise SourceError(f"cannot open {self.description}")
+        self.cap = cap
+        self._running = True
+        self._thread = threading.Thread(target=self._reader, name="capture", daemon=True)
+        self._thread.start()
+
+    def _reader(self):
+        bad = 0
+        while self._running:
+            ok, img = self.cap.read()
+            t = time.monotonic()
+            with self._cond:
+                if ok and img is not None and img.size:
+                    bad = 0
+                    self._latest, self._latest_t = img, t
+                    self._count += 1
+                    self._cond.notify_all()
+                    continue
+                bad += 1
+                self.bad_frames += 1
+                if bad >= MAX_CONSECUTIVE_BAD:
+                    self._error = f"{self.description}: stopped delivering frames"
+                    self._cond.notify_all()
+                    return
+            time.sleep(0.01)
+
+    def read(self):
+        if self._thread is None:
+            self.start()
+        with self._cond:
+            ok = self._cond.wait_for(lambda: self._count > self._taken or self._error, timeout=self.stall_timeout)
+            if self._error:
+                raise SourceError(self._error)
+            if not ok:
+                raise SourceError(f"{self.description}: no frame for {self.stall_timeout:.0f} s")
+            self._taken = self._count
+            img, t = self._latest, self._latest_t
+        return make_frame(self._next_seq(), img, *self.lores, t_capture=t)
+
+    def stop(self):
+        self._running = False
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None

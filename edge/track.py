@@ -1,0 +1,70 @@
+"""A small IoU tracker: stable face ids across frames and exponentially smoothed scores,
+so a label does not flicker between two emotions on every frame."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Track:
+    id: int
+    box: np.ndarray  # x, y, w, h (main-frame coordinates, float)
+    scores: np.ndarray  # smoothed probabilities
+    hits: int = 1
+    missed: int = 0
+
+
+def iou(a, b) -> float:
+    ax0, ay0, aw, ah = a
+    bx0, by0, bw, bh = b
+    ix = max(0.0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
+    iy = max(0.0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
+    inter = ix * iy
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+class IouTracker:
+    def __init__(self, iou_threshold: float = 0.3, smoothing: float = 0.5, max_missed: int = 5):
+        self.iou_threshold, self.alpha, self.max_missed = iou_threshold, smoothing, max_missed
+        self.tracks: list[Track] = []
+        self._next_id = 1
+
+    def predicted_boxes(self) -> np.ndarray:
+        """Boxes to classify on frames where the detector does not run."""
+        return np.array([t.box for t in self.tracks], dtype=np.float32).reshape(-1, 4)
+
+    def update(self, boxes, scores) -> list[Track]:
+        """Match detections to tracks greedily by IoU; returns the tracks seen this frame,
+        in the order of ``boxes``."""
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        pairs = sorted(((iou(t.box, b), ti, bi) for ti, t in enumerate(self.tracks) for bi, b in enumerate(boxes)),
+                       reverse=True)
+        track_for: dict[int, Track] = {}
+        used = set()
+        for v, ti, bi in pairs:
+            if v < self.iou_threshold:
+                break
+            if ti in used or bi in track_for:
+                continue
+            used.add(ti)
+            t = self.tracks[ti]
+            t.box, t.hits, t.missed = boxes[bi], t.hits + 1, 0
+            t.scores = self.alpha * np.asarray(scores[bi], np.float32) + (1 - self.alpha) * t.scores
+            track_for[bi] = t
+        for ti, t in enumerate(self.tracks):
+            if ti not in used:
+                t.missed += 1
+        self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
+        for bi in range(len(boxes)):
+            if bi not in track_for:
+                t = Track(self._next_id, boxes[bi], np.asarray(scores[bi], np.float32).copy())
+                self._next_id += 1
+                self.tracks.append(t)
+                track_for[bi] = t
+        return [track_for[bi] for bi in range(len(boxes))]
+
+    def reset(self) -> None:
+        self.tracks.clear()

@@ -1,0 +1,264 @@
+"""Train the emotion CNN on FER2013's official split and export the int8 TFLite model.
+
+    python -m model.train --out runs/vgg            # full recipe, resumable with --resume
+    python -m model.train --recipe thesis --out runs/thesis
+
+Training on Training, checkpoint selection on PublicTest; PrivateTest is only read by
+``model.evaluate``. Every epoch writes ``last.keras`` + ``state.json``; the best PublicTest
+epoch is kept as ``best.keras``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import LABELS
+from . import data as fer
+
+log = logging.getLogger("model.train")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    arch: str
+    epochs: int
+    batch: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: int
+    label_smoothing: float
+    augment: bool
+    optimizer: str
+
+
+RECIPES = {
+    "vgg_gap": Recipe("vgg_gap", epochs=42, batch=128, lr=2e-3, weight_decay=0.02, warmup_epochs=3,
+                      label_smoothing=0.1, augment=True, optimizer="adamw"),
+    # The thesis: Adam 1e-3, batch 64, 15 epochs, no augmentation, plain cross-entropy.
+    "thesis": Recipe("thesis", epochs=15, batch=64, lr=1e-3, weight_decay=0.0, warmup_epochs=0,
+                     label_smoothing=0.0, augment=False, optimizer="adam"),
+}
+
+
+def _setup_tf(threads: int, seed: int):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    import keras
+
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    keras.utils.set_random_seed(seed)
+    return tf, keras
+
+
+def _train_dataset(tf, x, y, recipe: Recipe, seed: int, start_epoch: int):
+    """Per-epoch seeded permutations; batch k of epoch e is augmented with seed (seed, e*10^5+k)."""
+    n = len(y)
+    steps = n // recipe.batch
+
+    def index_batches():
+        for epoch in range(start_epoch, recipe.epochs):
+            perm = np.random.default_rng([seed, epoch]).permutation(n)
+            for k in range(steps):
+                yield perm[k * recipe.batch:(k + 1) * recipe.batch], np.array([seed, epoch * 100_000 + k], np.int32)
+
+    xs = tf.constant(x[..., None].astype(np.float32))
+    ys = tf.constant(np.eye(len(LABELS), dtype=np.float32)[y])
+    from .augment import augment
+
+    def load(idx, s):
+        xb, yb = tf.gather(xs, idx), tf.gather(ys, idx)
+        if recipe.augment:
+            xb = augment(xb, s)
+        return xb, yb
+
+    ds = tf.data.Dataset.from_generator(
+        index_batches,
+        output_signature=(tf.TensorSpec([recipe.batch], tf.int64), tf.TensorSpec([2], tf.int32)))
+    return ds.map(load, num_parallel_calls=2).prefetch(2), steps
+
+
+def _schedule(keras, recipe: Recipe, steps: int):
+    total = recipe.epochs * steps
+    warm = recipe.warmup_epochs * steps
+    if recipe.optimizer == "adam" and not warm:
+        return recipe.lr
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=recipe.lr / 10 if warm else recipe.lr,
+        decay_steps=max(total - warm, 1), alpha=0.0,
+        warmup_target=recipe.lr if warm else None, warmup_steps=warm)
+
+
+def build(keras, recipe: Recipe, steps: int):
+    from .arch import ARCHS
+
+    model = ARCHS[recipe.arch]()
+    lr = _schedule(keras, recipe, steps)
+    if recipe.optimizer == "adamw":
+        opt = keras.optimizers.AdamW(learning_rate=lr, weight_decay=recipe.weight_decay)
+    else:
+        opt = keras.optimizers.Adam(learning_rate=lr)
+    model.compile(optimizer=opt,
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+                  metrics=["accuracy"])
+    return model
+
+
+def export_int8(model, rep_images: np.ndarray, path: Path) -> bytes:
+    """Full-integer post-training quantization; input int8 whose real value is the raw pixel."""
+    import tensorflow as tf
+
+    def rep():
+        # Include the extreme pixel values so the input range is exactly 0..255 (scale 1, zp -128).
+        yield [np.zeros((1, 48, 48, 1), np.float32)]
+        yield [np.full((1, 48, 48, 1), 255.0, np.float32)]
+        for img in rep_images:
+            yield [img[None, :, :, None].astype(np.float32)]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = rep
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    blob = conv.convert()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(blob)
+    return blob
+
+
+def export_float(model, path: Path) -> bytes:
+    import tensorflow as tf
+
+    blob = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(blob)
+    return blob
+
+
+class _Progress:
+    """One line per epoch: losses, accuracies, time and ETA; state saved for --resume."""
+
+    def __init__(self, keras, out: Path, recipe: Recipe, history: dict, best: float, total_epochs: int):
+        self.k, self.out, self.recipe, self.history, self.best = keras, out, recipe, history, best
+        self.total = total_epochs
+        self.times: list[float] = []
+
+    def callback(self):
+        prog = self
+
+        class CB(self.k.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                prog.t0 = time.monotonic()
+
+            def on_epoch_end(self, epoch, logs=None):
+                prog.end(self.model, epoch, logs or {})
+
+        return CB()
+
+    def end(self, model, epoch, logs):
+        dt = time.monotonic() - self.t0
+        self.times.append(dt)
+        for k in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            self.history.setdefault(k, []).append(float(logs.get(k, float("nan"))))
+        self.history.setdefault("epoch_seconds", []).append(dt)
+        va = float(logs.get("val_accuracy", 0.0))
+        mark = ""
+        if va > self.best:
+            self.best = va
+            model.save(self.out / "best.keras")
+            mark = " *best"
+        model.save(self.out / "last.keras")
+        state = {"epoch": epoch + 1, "best_val_accuracy": self.best, "history": self.history,
+                 "recipe": asdict(self.recipe)}
+        tmp = self.out / "state.json.tmp"
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(self.out / "state.json")
+        eta = (self.total - epoch - 1) * float(np.mean(self.times[-5:]))
+        print(f"epoch {epoch + 1:3d}/{self.total}  loss {logs.get('loss', 0):.4f}  acc {logs.get('accuracy', 0):.4f}  "
+              f"val_loss {logs.get('val_loss', 0):.4f}  val_acc {va:.4f}  {dt:5.1f}s  "
+              f"eta {eta / 60:5.1f} min{mark}", flush=True)
+
+
+def train(args) -> Path:
+    recipe = RECIPES[args.recipe]
+    over = {k: getattr(args, k) for k in ("epochs", "batch", "lr") if getattr(args, k) is not None}
+    if over:
+        recipe = Recipe(**{**asdict(recipe), **over})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tf, keras = _setup_tf(args.threads, args.seed)
+
+    t = time.monotonic()
+    d = fer.load(args.data, splits=("Training", "PublicTest"), limit=args.limit)
+    tr, va = d["Training"], d["PublicTest"]
+    print(f"data: {len(tr)} Training, {len(va)} PublicTest rows ({time.monotonic() - t:.1f}s)", flush=True)
+
+    start, history, best = 0, {}, -1.0
+    state_path = out / "state.json"
+    if args.resume and state_path.exists():
+        state = json.loads(state_path.read_text())
+        if state["recipe"] != asdict(recipe):
+            raise SystemExit(f"--resume: {state_path} was written by a different recipe: {state['recipe']}")
+        start, history, best = state["epoch"], state["history"], state["best_val_accuracy"]
+        print(f"resuming after epoch {start} (best PublicTest {best:.4f})", flush=True)
+    ds, steps = _train_dataset(tf, tr.x, tr.y, recipe, args.seed, start)
+    if start:
+        model = keras.models.load_model(out / "last.keras")
+    else:
+        model = build(keras, recipe, steps)
+    from .arch import count_macs
+
+    print(f"model {recipe.arch}: {model.count_params():,} params, {count_macs(model) / 1e6:.1f} M MACs/face; "
+          f"recipe {asdict(recipe)}", flush=True)
+    val = (va.x[..., None].astype(np.float32), np.eye(len(LABELS), dtype=np.float32)[va.y])
+    prog = _Progress(keras, out, recipe, history, best, recipe.epochs)
+    if start < recipe.epochs:
+        model.fit(ds, epochs=recipe.epochs, initial_epoch=start, steps_per_epoch=steps,
+                  validation_data=val, validation_batch_size=512, verbose=0, callbacks=[prog.callback()])
+
+    best_model = keras.models.load_model(out / "best.keras")
+    rng = np.random.default_rng(args.seed)
+    rep = tr.x[rng.choice(len(tr), size=min(500, len(tr)), replace=False)]
+    export_int8(best_model, rep, out / "emotion_int8.tflite")
+    export_float(best_model, out / "emotion_float.tflite")
+    (out / "labels.txt").write_text("\n".join(LABELS) + "\n")
+    print(f"exported {out / 'emotion_int8.tflite'} and {out / 'emotion_float.tflite'} "
+          f"(best PublicTest {prog.best:.4f})", flush=True)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m model.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="fer2013.csv[.gz] or an image folder with train/ and test/ "
+                                   "(default: ../shared/data/fer2013.csv.gz when present)")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, state.json, exported models)")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="vgg_gap")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0: all cores)")
+    p.add_argument("--limit", type=int, help="at most this many rows per split (smoke tests)")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    args = p.parse_args(argv)
+    try:
+        train(args)
+    except fer.DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
