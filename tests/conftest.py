@@ -1,0 +1,180 @@
+"""Shared fixtures: a real mosquitto, real images and clips, and the CLI as a subprocess."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKES = Path(__file__).resolve().parent / "fakes"
+FER_CSV = ROOT.parent / "shared" / "data" / "fer2013.csv.gz"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    """A real mosquitto on a loopback port, with its own config, that tests can stop and restart."""
+
+    def __init__(self, workdir: Path, port: int | None = None, password: str | None = None):
+        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(exe).exists():
+            pytest.skip("mosquitto is not installed (apt install mosquitto)")
+        self.exe, self.dir = exe, workdir
+        self.port = port or free_port()
+        self.proc = None
+        lines = [f"listener {self.port} 127.0.0.1", "persistence false", "log_dest stderr", "log_type error",
+                 "log_type warning"]
+        if password is not None:
+            pw = workdir / "passwd"
+            pw.write_text(f"edge:{password}\n")
+            pw.chmod(0o600)
+            subprocess.run(["mosquitto_passwd", "-U", str(pw)], check=True, capture_output=True)
+            lines += ["allow_anonymous false", f"password_file {pw}"]
+        else:
+            lines += ["allow_anonymous true"]
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text("\n".join(lines) + "\n")
+
+    def start(self):
+        self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=open(self.dir / "mosquitto.log", "ab"))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+        self.proc = None
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Broker(tmp_path).start()
+    yield b
+    b.stop()
+
+
+class Subscriber:
+    """A paho client collecting messages per topic."""
+
+    def __init__(self, port: int, topics=("#",), username=None, password=None):
+        import paho.mqtt.client as mqtt
+
+        self.messages: list = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{time.monotonic_ns()}")
+        if username:
+            self.client.username_pw_set(username, password)
+        self.topics = topics
+        self.connected = threading.Event()
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert self.connected.wait(5), "test subscriber could not connect"
+
+    def _on_connect(self, c, u, f, rc, p=None):
+        for t in self.topics:
+            c.subscribe(t, qos=1)
+        self.connected.set()
+
+    def _on_message(self, c, u, msg):
+        with self.lock:
+            self.messages.append((msg.topic, msg.payload, msg.retain))
+
+    def on(self, suffix: str) -> list:
+        with self.lock:
+            return [(t, p, r) for t, p, r in self.messages if t.endswith(suffix)]
+
+    def wait_for(self, pred, timeout=15.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred():
+                return True
+            time.sleep(0.05)
+        return pred()
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def cli_env(**extra) -> dict:
+    env = dict(os.environ)
+    env.pop("NOTIFY_SOCKET", None)
+    env.pop("WATCHDOG_USEC", None)
+    env.pop("EMOTION_EDGE_CONFIG", None)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def emotion_edge(*args, env=None, cwd=None, timeout=120, fake_picamera2=False) -> subprocess.CompletedProcess:
+    env = env or cli_env()
+    if fake_picamera2:
+        env["PYTHONPATH"] = str(FAKES) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-m", "edge", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd or ROOT.parent, timeout=timeout)
+
+
+def spawn(*args, env=None, fake_picamera2=False, **kw) -> subprocess.Popen:
+    env = env or cli_env()
+    if fake_picamera2:
+        env["PYTHONPATH"] = str(FAKES) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.Popen([sys.executable, "-m", "edge", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, **kw)
+
+
+def events_of(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(scope="session")
+def astronaut_bgr() -> np.ndarray:
+    from skimage import data
+
+    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+@pytest.fixture(scope="session")
+def demo_video(tmp_path_factory) -> Path:
+    from edge.sources.demo import write_demo_video
+
+    p = tmp_path_factory.mktemp("clips") / "astronaut.avi"
+    write_demo_video(p, frames=40)
+    return p
+
+
+@pytest.fixture(scope="session")
+def fer_data():
+    if not FER_CSV.exists():
+        pytest.skip(f"FER2013 not found at {FER_CSV} (the ../shared/data folder is absent)")
+    from emotion_model import data
+
+    return data.load(FER_CSV, splits=("PublicTest", "PrivateTest"))
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
