@@ -1,0 +1,201 @@
+"""Score ``.tflite`` models (and optionally the float Keras checkpoint) on FER2013 PublicTest
+and PrivateTest, through the same preprocessing the runtime uses.
+
+    python -m model.evaluate --model model/emotion_int8.tflite --out model/eval
+    python -m model.evaluate --model a.tflite --model b.tflite --tta --history runs/x/state.json --out dir
+
+Writes ``metrics.json``, ``report.md``, one confusion-matrix PNG per model and split, and
+training curves when ``--history`` is given.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import LABELS
+from . import data as fer
+
+
+def tflite_scores(model_path: str | Path, x: np.ndarray, batch: int = 256, threads: int = 2) -> np.ndarray:
+    """Probabilities [N,7] for uint8 faces [N,48,48] via the runtime's own preprocessing."""
+    from edge.classify import Classifier
+    from edge.preprocess import quantize
+
+    clf = Classifier(model_path, threads=threads)
+    out = []
+    for i in range(0, len(x), batch):
+        q = quantize(
+            x[i:i + batch], clf.in_scale, clf.in_zero, clf.in_dtype)
+        out.append(clf.scores_for_input(q))
+    return np.concatenate(out)
+
+
+def keras_scores(model_path: str | Path, x: np.ndarray) -> np.ndarray:
+    import keras
+
+    m = keras.models.load_model(model_path)
+    return m.predict(x[..., None].astype(np.float32), batch_size=256, verbose=0)
+
+
+def metrics(y: np.ndarray, p: np.ndarray) -> dict:
+    pred = p.argmax(1)
+    k = len(LABELS)
+    cm = np.zeros((k, k), np.int64)
+    np.add.at(cm, (y, pred), 1)
+    per = {}
+    f1s = []
+    for i, lab in enumerate(LABELS):
+        tp = cm[i, i]
+        prec = tp / cm[:, i].sum() if cm[:, i].sum() else 0.0
+        rec = tp / cm[i, :].sum() if cm[i, :].sum() else 0.0
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        per[lab] = {"precision": round(float(prec), 4), "recall": round(float(rec), 4), "f1": round(float(f1), 4),
+                    "support": int(cm[i, :].sum())}
+        f1s.append(f1)
+    return {"accuracy": round(float((pred == y).mean()), 4), "macro_f1": round(float(np.mean(f1s)), 4),
+            "per_class": per, "confusion": cm.tolist()}
+
+
+def plot_confusion(cm, title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(cm, dtype=np.float64)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=110)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(LABELS)), LABELS, rotation=45, ha="right")
+    ax.set_yticks(range(len(LABELS)), LABELS)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(LABELS)):
+        for j in range(len(LABELS)):
+            ax.text(j, i, f"{norm[i, j]:.2f}\n({int(cm[i, j])})", ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of true class")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_history(history: dict, path: Path, title: str = "training") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = np.arange(1, len(history["loss"]) + 1)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    a1.plot(ep, history["accuracy"], label="Training (augmented)")
+    a1.plot(ep, history["val_accuracy"], label="PublicTest")
+    a1.set_xlabel("epoch")
+    a1.set_ylabel("accuracy")
+    a1.grid(alpha=0.3)
+    a1.legend()
+    a2.plot(ep, history["loss"], label="Training (augmented, smoothed labels)")
+    a2.plot(ep, history["val_loss"], label="PublicTest")
+    a2.set_xlabel("epoch")
+    a2.set_ylabel("loss")
+    a2.grid(alpha=0.3)
+    a2.legend()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def evaluate(models: list[str], data_path, splits, tta: bool, keras_model: str | None, out: Path | None,
+             history: str | None = None, threads: int = 2) -> dict:
+    d = fer.load(data_path, splits=tuple(splits))
+    results: dict = {}
+    runs = [(Path(m).name, lambda x, m=m: tflite_scores(m, x, threads=threads)) for m in models]
+    if keras_model:
+        runs.append((Path(keras_model).name + " (float)", lambda x: keras_scores(keras_model, x)))
+    for name, fn in runs:
+        results[name] = {}
+        for split in splits:
+            s = d[split]
+            t = time.monotonic()
+            p = fn(s.x)
+            r = metrics(s.y, p)
+            r["seconds"] = round(time.monotonic() - t, 1)
+            if tta:
+                pf = fn(s.x[:, :, ::-1].copy())
+                r["flip_tta"] = {k: v for k, v in metrics(s.y, (p + pf) / 2).items() if k in ("accuracy", "macro_f1")}
+            results[name][split] = r
+            extra = f"  flip-TTA {r['flip_tta']['accuracy']:.4f}" if tta else ""
+            print(f"{name:<32} {split:<12} accuracy {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}{extra}",
+                  flush=True)
+            if out:
+                out.mkdir(parents=True, exist_ok=True)
+                stem = Path(name.split(" ")[0]).stem
+                plot_confusion(r["confusion"], f"{name} on FER2013 {split}: accuracy {r['accuracy']:.1%}",
+                               out / f"confusion_{stem}_{split}.png")
+    if out:
+        (out / "metrics.json").write_text(json.dumps(results, indent=1))
+        (out / "report.md").write_text(report_md(results))
+        if history:
+            h = json.loads(Path(history).read_text())
+            plot_history(h.get("history", h), out / "training_curves.png", title=f"training: {history}")
+    return results
+
+
+def report_md(results: dict) -> str:
+    lines = ["| model | split | accuracy | macro-F1 | flip-TTA accuracy |", "|---|---|---|---|---|"]
+    for name, per in results.items():
+        for split, r in per.items():
+            tta = f"{r['flip_tta']['accuracy']:.1%}" if "flip_tta" in r else "-"
+            lines.append(f"| {name} | {split} | {r['accuracy']:.1%} | {r['macro_f1']:.3f} | {tta} |")
+    lines += ["", "Per class (precision / recall / F1):", ""]
+    for name, per in results.items():
+        for split, r in per.items():
+            lines.append(f"**{name}, {split}**")
+            lines.append("")
+            lines.append("| class | precision | recall | F1 | support |")
+            lines.append("|---|---|---|---|---|")
+            for lab, c in r["per_class"].items():
+                lines.append(f"| {lab} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |")
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m model.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", action="append", default=[], help=".tflite to score (repeatable; default: the shipped one)")
+    p.add_argument("--keras", help="also score a float .keras checkpoint (needs the train extra)")
+    p.add_argument("--data", help="fer2013.csv[.gz] or image folder (default: ../shared/data/fer2013.csv.gz)")
+    p.add_argument("--splits", nargs="+", default=["PublicTest", "PrivateTest"], choices=fer.SPLITS)
+    p.add_argument("--tta", action="store_true", help="also report horizontal-flip test-time averaging")
+    p.add_argument("--history", help="state.json of a training run: plot accuracy and loss curves")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", help="folder for metrics.json, report.md and PNGs")
+    args = p.parse_args(argv)
+    models = args.model
+    if not models and not args.keras:
+        from edge.classify import shipped_model
+
+        models = [str(shipped_model())]
+    for m in models:
+        if not Path(m).is_file():
+            print(f"error: {m}: no such model file", file=sys.stderr)
+            return 2
+    try:
+        evaluate(models, args.data, args.splits, args.tta, args.keras, Path(args.out) if args.out else None,
+                 args.history, args.threads)
+    except fer.DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
