@@ -59,6 +59,10 @@ def open_source(spec: str, cam: CameraConfig, want_main: bool = False) -> FrameS
     low = spec.lower()
     if low == "auto":
         spec = low = describe_auto()
+        if low == "demo" and os.environ.get("INVOCATION_ID"):
+            # A service playing a demo clip would look healthy while watching nothing.
+            raise SourceError("source auto: no Pi camera or webcam found (check the ribbon cable, "
+                              "`rpicam-hello --list-cameras`, or set [camera] source)")
         log.info("source auto: %s", spec)
     if low.startswith("picamera2"):
         from .picamera2 import Picamera2Source

@@ -1,0 +1,197 @@
+#!/bin/bash
+# Install emotion-edge as a boot-time service on Raspberry Pi OS (Bookworm or Trixie, 64- or 32-bit).
+#
+#   sudo deploy/install.sh                 install or upgrade, enable, start, run `emotion-edge check`
+#   sudo deploy/install.sh --with-broker   also install a local mosquitto broker
+#   deploy/install.sh --dry-run            print every step, change nothing
+#   sudo deploy/install.sh --uninstall     remove what was added (keeps /etc/emotion-edge)
+#   sudo deploy/install.sh --uninstall --purge   ... and the configuration too
+#
+# Safe to run again: every step checks before it acts, and an edited config is never overwritten.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="${EMOTION_EDGE_ROOT:-}"          # a prefix for every path (tests install into a temporary root)
+SERVICE_USER=emotion-edge
+PREFIX=/opt/emotion-edge
+VENV="$PREFIX/venv"
+ETC=/etc/emotion-edge
+UNIT=/etc/systemd/system/emotion-edge.service
+
+DRY_RUN=0 UNINSTALL=0 PURGE=0 WITH_BROKER=0 START=1
+ARCH_OVERRIDE="" CODENAME_OVERRIDE=""
+
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --dry-run) DRY_RUN=1 ;;
+        --uninstall) UNINSTALL=1 ;;
+        --purge) PURGE=1 ;;
+        --with-broker) WITH_BROKER=1 ;;
+        --no-start) START=0 ;;
+        --arch) ARCH_OVERRIDE="${2:?--arch needs a value}"; shift ;;
+        --codename) CODENAME_OVERRIDE="${2:?--codename needs a value}"; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "install.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+done
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
+
+# Run a command, or print it in --dry-run mode.
+run() {
+    if [ "$DRY_RUN" = 1 ]; then
+        printf '    + %s\n' "$*"
+    else
+        "$@"
+    fi
+}
+
+# Install a repository file at DEST with MODE; in --dry-run print its digest so a test can
+# check that what would be written is exactly the repository's file.
+put_file() {
+    local src="$1" dest="$ROOT$2" mode="$3"
+    local sum
+    sum="$(sha256sum "$src" | cut -d' ' -f1)"
+    if [ "$DRY_RUN" = 1 ]; then
+        printf '    write %s (mode %s, sha256 %s, from %s)\n' "$2" "$mode" "$sum" "${src#"$REPO"/}"
+    else
+        install -D -m "$mode" "$src" "$dest"
+    fi
+}
+
+detect_platform() {
+    local os_release="$ROOT/etc/os-release"
+    CODENAME="$CODENAME_OVERRIDE"
+    if [ -z "$CODENAME" ] && [ -r "$os_release" ]; then
+        CODENAME="$(sed -n 's/^VERSION_CODENAME=//p' "$os_release" | tr -d '"' | head -n1)"
+    fi
+    ARCH="${ARCH_OVERRIDE:-$(uname -m)}"
+    case "$ARCH" in
+        aarch64|arm64) ARCH=aarch64; BITS=64 ;;
+        armv7l|armv6l|armhf) ARCH=armv7l; BITS=32 ;;
+        x86_64|amd64) ARCH=x86_64; BITS=64 ;;
+        *) die "unsupported CPU architecture $ARCH" ;;
+    esac
+    case "$CODENAME" in
+        bookworm) PYVER=3.11 ;;
+        trixie) PYVER=3.13 ;;
+        *) die "unsupported OS release '${CODENAME:-unknown}': Raspberry Pi OS Bookworm or Trixie is needed" ;;
+    esac
+    if [ "$BITS" = 32 ]; then
+        # ai-edge-litert has no 32-bit ARM wheel; tflite-runtime stops at Python 3.11.
+        [ "$PYVER" = 3.11 ] || die "32-bit $CODENAME has Python $PYVER, for which no TFLite runtime wheel exists; use 64-bit Raspberry Pi OS"
+        RUNTIME="tflite-runtime"
+    else
+        RUNTIME="ai-edge-litert"
+    fi
+    say "platform: Raspberry Pi OS $CODENAME, $BITS-bit ($ARCH), Python $PYVER, TFLite runtime $RUNTIME"
+}
+
+apt_packages() {
+    # picamera2 and systemd bindings come from apt (they need libcamera and libsystemd);
+    # the venv sees them through --system-site-packages.
+    local pkgs=(python3-venv python3-pip python3-picamera2 python3-systemd python3-numpy)
+    [ "$WITH_BROKER" = 1 ] && pkgs+=(mosquitto mosquitto-clients)
+    say "apt packages: ${pkgs[*]}"
+    run apt-get update
+    run env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${pkgs[@]}"
+}
+
+service_user() {
+    if getent passwd "$SERVICE_USER" >/dev/null 2>&1 && [ "$DRY_RUN" = 0 ]; then
+        say "user $SERVICE_USER exists"
+    else
+        say "create system user $SERVICE_USER"
+        run useradd --system --user-group --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin "$SERVICE_USER"
+    fi
+    local g
+    for g in video render; do
+        if getent group "$g" >/dev/null 2>&1 || [ "$DRY_RUN" = 1 ]; then
+            run usermod -a -G "$g" "$SERVICE_USER"
+        fi
+    done
+}
+
+python_env() {
+    say "virtual environment $VENV (with system site packages, for apt's picamera2)"
+    if [ -x "$ROOT$VENV/bin/python" ] && [ "$DRY_RUN" = 0 ]; then
+        say "venv exists; upgrading in place"
+    else
+        run python3 -m venv --system-site-packages "$ROOT$VENV"
+    fi
+    # numpy stays at apt's 1.x: apt's picamera2 and simplejpeg are built against it.
+    run "$ROOT$VENV/bin/pip" install --upgrade --no-cache-dir "$REPO" "$RUNTIME" "numpy<2"
+}
+
+config_files() {
+    say "configuration in $ETC"
+    run install -d -m 0755 "$ROOT$ETC"
+    if [ -e "$ROOT$ETC/config.toml" ]; then
+        if cmp -s "$REPO/deploy/config.toml" "$ROOT$ETC/config.toml"; then
+            say "config.toml is current"
+        else
+            say "config.toml was edited: kept; the shipped defaults go to config.toml.dist"
+            put_file "$REPO/deploy/config.toml" "$ETC/config.toml.dist" 0644
+        fi
+    else
+        put_file "$REPO/deploy/config.toml" "$ETC/config.toml" 0644
+    fi
+    # LoadCredential= needs the file to exist; an empty one means "no password".
+    if [ ! -e "$ROOT$ETC/mqtt-password" ]; then
+        run install -m 0600 -o root -g root /dev/null "$ROOT$ETC/mqtt-password"
+    fi
+}
+
+unit_file() {
+    say "systemd unit $UNIT"
+    put_file "$REPO/deploy/emotion-edge.service" "$UNIT" 0644
+    run systemctl daemon-reload
+    run systemctl enable emotion-edge.service
+    if [ "$START" = 1 ]; then
+        run systemctl restart emotion-edge.service
+    fi
+}
+
+check() {
+    say "emotion-edge check"
+    run runuser -u "$SERVICE_USER" -- "$ROOT$VENV/bin/emotion-edge" check --config "$ROOT$ETC/config.toml"
+}
+
+uninstall() {
+    say "uninstall emotion-edge"
+    run systemctl disable --now emotion-edge.service
+    run rm -f "$ROOT$UNIT"
+    run systemctl daemon-reload
+    run rm -rf "$ROOT$PREFIX"
+    run userdel "$SERVICE_USER"
+    if [ "$PURGE" = 1 ]; then
+        run rm -rf "$ROOT$ETC"
+    else
+        say "kept $ETC (use --purge to remove it)"
+    fi
+}
+
+main() {
+    if [ "$DRY_RUN" = 0 ] && [ "$(id -u)" != 0 ]; then
+        die "run as root (sudo), or with --dry-run to see the steps"
+    fi
+    [ "$DRY_RUN" = 1 ] && say "dry run: nothing is changed"
+    if [ "$UNINSTALL" = 1 ]; then
+        uninstall
+        return
+    fi
+    detect_platform
+    apt_packages
+    service_user
+    python_env
+    config_files
+    unit_file
+    check
+    say "done: journalctl -u emotion-edge -f shows the log"
+}
+
+main
