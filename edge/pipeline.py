@@ -155,6 +155,8 @@ class Pipeline:
                     cb(event)
             return RunResult(processed, "stopped")
         finally:
+            with self.stats.lock:
+                self.stats.bad_frames = self.source.bad_frames + self._processing_bad
             for sink in self.sinks:
                 try:
                     sink.close()

@@ -40,7 +40,7 @@ class Recipe:
 
 
 RECIPES = {
-    "vgg_gap": Recipe("vgg_gap", epochs=42, batch=128, lr=2e-3, weight_decay=0.02, warmup_epochs=3,
+    "vgg_gap": Recipe("vgg_gap", epochs=32, batch=128, lr=2e-3, weight_decay=0.02, warmup_epochs=3,
                       label_smoothing=0.1, augment=True, optimizer="adamw"),
     # The thesis: Adam 1e-3, batch 64, 15 epochs, no augmentation, plain cross-entropy.
     "thesis": Recipe("thesis", epochs=15, batch=64, lr=1e-3, weight_decay=0.0, warmup_epochs=0,

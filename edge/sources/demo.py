@@ -26,11 +26,14 @@ def demo_frame(photo: np.ndarray, i: int, n: int, size=(640, 480)) -> np.ndarray
     moves, changes size and, for a few frames, leaves the picture."""
     H, W = photo.shape[:2]
     t = i / max(1, n - 1)
-    zoom = 1.0 + 0.6 * math.sin(math.pi * t)  # 1 -> 1.6 -> 1
-    ww, wh = W / zoom, (W / zoom) * size[1] / size[0]
-    # Centre path: over the face, to the right (face partly out of the window), back.
-    cx = W * (0.45 + 0.25 * math.sin(2 * math.pi * t))
-    cy = H * 0.40
+    zoom = 1.0 + 0.8 * math.sin(math.pi * t)  # 1 -> 1.8 -> 1: the face grows and shrinks
+    ww = W / zoom
+    wh = ww * size[1] / size[0]
+    # The window follows a path around the face (about (215, 100) in the photo) so the face
+    # drifts across the frame and, near the turning points, touches its edge.
+    fx, fy = 0.42 * W, 0.20 * H
+    cx = fx + 0.30 * ww * math.sin(2 * math.pi * t)
+    cy = fy + 0.18 * wh + 0.08 * wh * math.cos(2 * math.pi * t)
     x0 = cx - ww / 2
     y0 = cy - wh / 2
     m = np.float32([[size[0] / ww, 0, -x0 * size[0] / ww], [0, size[1] / wh, -y0 * size[1] / wh]])
