@@ -39,6 +39,9 @@ class Broker:
         self.proc = None
         lines = [f"listener {self.port} 127.0.0.1", "persistence false", "log_dest stderr", "log_type error",
                  "log_type warning"]
+        if os.geteuid() == 0:
+            # Otherwise mosquitto drops to its own user, which cannot read pytest's 0700 folders.
+            lines.append("user root")
         if password is not None:
             pw = workdir / "passwd"
             pw.write_text(f"edge:{password}\n")

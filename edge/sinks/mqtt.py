@@ -154,6 +154,12 @@ class MqttSink(Sink):
             if msg != self._last_error:
                 log.error("%s; retrying", msg)
                 self._last_error = msg
+            if self.cfg.username:
+                # Pick up a corrected password file without a restart.
+                try:
+                    client.username_pw_set(self.cfg.username, read_password(self.cfg))
+                except MqttConfigError as e:
+                    log.error("%s", e)
             return
         self._last_error = None
         with self._lock:

@@ -1,0 +1,221 @@
+"""MQTT against a real mosquitto started by the tests on a free loopback port."""
+import json
+import signal
+import time
+
+import jsonschema
+import pytest
+
+from conftest import ROOT, Broker, Subscriber, emotion_edge, spawn
+
+SCHEMAS = {n: json.loads((ROOT / "edge" / "schemas" / f"{n}.json").read_text())
+           for n in ("event", "state", "stats", "availability", "discovery")}
+CHECKER = jsonschema.FormatChecker()
+
+
+def valid(kind, payload):
+    value = payload.decode() if kind == "availability" else json.loads(payload)
+    jsonschema.validate(value, SCHEMAS[kind], format_checker=CHECKER)
+    return value
+
+
+def mqtt_config(tmp_path, port, device="t", extra=""):
+    p = tmp_path / "config.toml"
+    p.write_text(f'[mqtt]\nenabled = true\nport = {port}\nstats_interval = 1.0\n{extra}\n'
+                 f'[service]\ndevice = "{device}"\nstatus_interval = 1.0\n')
+    return p
+
+
+def stop(p, sig=signal.SIGTERM):
+    p.send_signal(sig)
+    return p.communicate(timeout=30)
+
+
+def test_events_state_stats_on_documented_topics(broker, tmp_path, demo_video):
+    sub = Subscriber(broker.port)
+    cfg = mqtt_config(tmp_path, broker.port, "kitchen")
+    r = emotion_edge("run", "--config", str(cfg), "--source", str(demo_video), "--events", "none")
+    assert r.returncode == 0, r.stderr
+    sub.wait_for(lambda: sub.on("/availability") and sub.on("/availability")[-1][1] == b"offline", 10)
+    sub.close()
+    events = [valid("event", p) for _, p, _ in sub.on("emotion-edge/kitchen/events")]
+    assert len(events) == 40  # one per processed frame, none dropped
+    assert [e["seq"] for e in events] == list(range(1, 41))
+    assert any(e["faces"] for e in events)
+    states = [valid("state", p) for _, p, _ in sub.on("emotion-edge/kitchen/state")]
+    assert states and states[-1]["faces"] in (0, 1)
+    stats = [valid("stats", p) for _, p, _ in sub.on("emotion-edge/kitchen/stats")]
+    assert stats[-1]["events_published"] == 40 and stats[-1]["events_dropped"] == 0
+    avail = [valid("availability", p) for _, p, _ in sub.on("emotion-edge/kitchen/availability")]
+    assert avail[0] == "online" and avail[-1] == "offline"
+
+
+def test_rate_change_sends_only_changes(broker, tmp_path, demo_video):
+    sub = Subscriber(broker.port)
+    cfg = mqtt_config(tmp_path, broker.port, "r", 'rate = "change"')
+    r = emotion_edge("run", "--config", str(cfg), "--source", str(demo_video), "--events", "none")
+    assert r.returncode == 0, r.stderr
+    time.sleep(0.5)
+    events = [json.loads(p) for _, p, _ in sub.on("/r/events")]
+    assert 1 <= len(events) < 40
+    keys = [tuple(sorted((f["id"], f["emotion"]) for f in e["faces"])) for e in events]
+    assert all(a != b for a, b in zip(keys, keys[1:]))
+
+
+def retained(port, topic, timeout=5.0):
+    """What a new subscriber gets for a retained topic."""
+    sub = Subscriber(port, topics=(topic,))
+    sub.wait_for(lambda: sub.messages, timeout)
+    sub.close()
+    return [(p, r) for _, p, r in sub.messages]
+
+
+def test_availability_online_then_offline_on_sigterm(broker, tmp_path):
+    cfg = mqtt_config(tmp_path, broker.port, "a")
+    p = spawn("run", "--config", str(cfg), "--source", "demo:100000", "--events", "none")
+    try:
+        time.sleep(5)
+        assert retained(broker.port, "emotion-edge/a/availability") == [(b"online", True)]
+        _, err = stop(p)
+        assert p.returncode == 0, err
+    finally:
+        p.kill()
+    assert retained(broker.port, "emotion-edge/a/availability") == [(b"offline", True)]
+
+
+def test_last_will_after_kill_9(broker, tmp_path):
+    cfg = mqtt_config(tmp_path, broker.port, "k")
+    p = spawn("run", "--config", str(cfg), "--source", "demo:100000", "--events", "none")
+    sub = Subscriber(broker.port, topics=("emotion-edge/k/availability",))
+    try:
+        assert sub.wait_for(lambda: [m for m in sub.messages if m[1] == b"online"], 15)
+        p.kill()
+        p.wait()
+        assert sub.wait_for(lambda: sub.messages[-1][1] == b"offline", 15)
+    finally:
+        sub.close()
+    assert retained(broker.port, "emotion-edge/k/availability") == [(b"offline", True)]
+
+
+def test_broker_started_late(tmp_path):
+    b = Broker(tmp_path)
+    cfg = mqtt_config(tmp_path, b.port, "late")
+    p = spawn("run", "--config", str(cfg), "--source", "demo:100000", "--events", "none")
+    try:
+        time.sleep(5)
+        b.start()
+        sub = Subscriber(b.port)
+        assert sub.wait_for(lambda: len(sub.on("/late/events")) > 20, 30), "events never arrived"
+        first_seq = json.loads(sub.on("/late/events")[0][1])["seq"]
+        assert first_seq > 20  # the pipeline kept processing while the broker was away
+        assert sub.wait_for(lambda: sub.on("/late/stats"), 10)
+        stats = json.loads(sub.on("/late/stats")[-1][1])
+        assert stats["frames"] > first_seq
+        sub.close()
+        _, err = stop(p)
+        assert p.returncode == 0, err
+    finally:
+        p.kill()
+        b.stop()
+
+
+def test_broker_restart_mid_run(tmp_path):
+    b = Broker(tmp_path).start()
+    cfg = mqtt_config(tmp_path, b.port, "rs", "queue_size = 20")
+    p = spawn("run", "--config", str(cfg), "--source", "demo:100000", "--events", "none")
+    try:
+        sub = Subscriber(b.port)
+        assert sub.wait_for(lambda: len(sub.on("/rs/events")) > 10, 20)
+        last_before = json.loads(sub.on("/rs/events")[-1][1])["seq"]
+        sub.close()
+        b.stop()
+        time.sleep(4)
+        assert p.poll() is None, "the runtime must survive the broker going away"
+        b.start()
+        sub = Subscriber(b.port)
+        assert sub.wait_for(lambda: len(sub.on("/rs/events")) > 10, 40), "events did not resume"
+        resumed = json.loads(sub.on("/rs/events")[0][1])["seq"]
+        assert resumed > last_before + 20  # frames kept flowing during the outage
+        assert sub.wait_for(lambda: any(json.loads(m[1])["reconnects"] >= 1 for m in sub.on("/rs/stats")), 10)
+        stats = json.loads(sub.on("/rs/stats")[-1][1])
+        assert stats["events_dropped"] > 0  # the bounded queue overflowed and said so
+        assert retained(b.port, "emotion-edge/rs/availability") == [(b"online", True)]
+        sub.close()
+        _, err = stop(p)
+        assert p.returncode == 0, err
+        assert "reconnect" in err.lower()
+    finally:
+        p.kill()
+        b.stop()
+
+
+def test_password_wrong_then_fixed(tmp_path):
+    b = Broker(tmp_path, password="s3cret-pass").start()
+    pw = tmp_path / "mqtt-password"
+    pw.write_text("wrong\n")
+    cfg = mqtt_config(tmp_path, b.port, "pw", f'username = "edge"\npassword_file = "{pw}"')
+    p = spawn("run", "--config", str(cfg), "--source", "demo:100000", "--events", "none")
+    try:
+        sub = Subscriber(b.port, username="edge", password="s3cret-pass")
+        time.sleep(4)
+        assert not sub.on("/pw/events")
+        pw.write_text("s3cret-pass\n")
+        assert sub.wait_for(lambda: len(sub.on("/pw/events")) > 5, 40), "no events after fixing the password"
+        sub.close()
+        _, err = stop(p)
+    finally:
+        p.kill()
+        b.stop()
+    assert "refused the connection: Not authorized" in err
+    assert "s3cret-pass" not in err and "wrong" not in err  # the password is never logged
+
+
+def test_password_from_systemd_credentials(tmp_path):
+    b = Broker(tmp_path, password="cred-pass").start()
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "mqtt-password").write_text("cred-pass")
+    cfg = mqtt_config(tmp_path, b.port, "cr", 'username = "edge"')
+    from conftest import cli_env
+
+    try:
+        sub = Subscriber(b.port, username="edge", password="cred-pass")
+        r = emotion_edge("run", "--config", str(cfg), "--source", "demo:20", "--events", "none",
+                         env=cli_env(CREDENTIALS_DIRECTORY=creds))
+        assert r.returncode == 0, r.stderr
+        assert sub.wait_for(lambda: len(sub.on("/cr/events")) == 20, 10)
+        sub.close()
+    finally:
+        b.stop()
+
+
+def test_home_assistant_discovery_and_resend(broker, tmp_path):
+    cfg = mqtt_config(tmp_path, broker.port, "ha")
+    p = spawn("run", "--config", str(cfg), "--source", "demo:100000", "--events", "none")
+    try:
+        sub = Subscriber(broker.port, topics=("homeassistant/#",))
+        assert sub.wait_for(lambda: len(sub.messages) >= 4, 15)
+        configs = {t: valid("discovery", pl) for t, pl, _ in sub.messages if t.endswith("/config")}
+        assert set(configs) == {f"homeassistant/sensor/emotion_edge_ha/{k}/config"
+                                for k in ("emotion", "faces", "confidence", "fps")}
+        for c in configs.values():
+            assert c["availability_topic"] == "emotion-edge/ha/availability"
+            assert c["device"]["identifiers"] == ["emotion-edge-ha"]
+        assert retained(broker.port, "homeassistant/sensor/emotion_edge_ha/emotion/config")[0][1] is True
+        n = len(sub.messages)
+        sub.client.publish("homeassistant/status", "online", qos=1)
+        assert sub.wait_for(lambda: len([m for m in sub.messages[n:] if m[0].endswith("/config")]) >= 4, 10)
+        sub.close()
+    finally:
+        stop(p)
+        p.kill()
+
+
+def test_check_reports_broker(broker, tmp_path):
+    cfg = mqtt_config(tmp_path, broker.port, "chk")
+    r = emotion_edge("check", "--config", str(cfg))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"ok   broker   localhost:{broker.port}" in r.stdout
+    broker.stop()
+    r = emotion_edge("check", "--config", str(cfg), "--timeout", "2")
+    assert r.returncode == 1 and "FAIL broker" in r.stdout
