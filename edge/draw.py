@@ -35,6 +35,24 @@ def _text(canvas, text, org, scale, fg, order, thickness):
     cv2.putText(canvas, text, (x + 2, y - base + 1), FONT, scale, fg, thickness, cv2.LINE_AA)
 
 
+def style(frame_h: int) -> tuple[float, int]:
+    """Font scale and line thickness: readable on a TV across the room at 480 lines and up."""
+    return max(0.5, frame_h / 720), max(1, round(frame_h / 300))
+
+
+def label_rect(face: Face, frame_size) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of a face's label background, as drawn."""
+    W, H = frame_size
+    s, thick = style(H)
+    (tw, th), base = cv2.getTextSize(label_text(face), FONT, s, thick)
+    ox, oy = label_origin(face.box, (tw, th + base), (W, H))
+    return ox, oy - th - base - 2, ox + tw + 4, oy + 2
+
+
+def label_text(face: Face) -> str:
+    return f"{face.emotion} {face.confidence:.0%}"
+
+
 def label_origin(box, text_size, frame_size) -> tuple[int, int]:
     """Baseline-left of a label: above the box, or inside its top edge when there is no room,
     always inside the frame."""
@@ -53,20 +71,19 @@ def draw_faces(canvas: np.ndarray, faces, fps: float | None = None, order: str =
     ``order`` is "bgr" for a camera frame or "rgba" for a transparent overlay (H, W, 4).
     """
     H, W = canvas.shape[:2]
-    s = max(0.4, H / 960)
-    thick = max(1, round(H / 360))
+    s, thick = style(H)
     for f in faces:
         x, y, w, h = (int(v) for v in f.box)
         c = colour(f.emotion, order)
         cv2.rectangle(canvas, (x, y), (x + w - 1, y + h - 1), c, thick)
-        text = f"{f.emotion} {f.confidence:.0%}"
+        text = label_text(f)
         (tw, th), base = cv2.getTextSize(text, FONT, s, thick)
         _text(canvas, text, label_origin((x, y, w, h), (tw, th + base), (W, H)), s, c, order, thick)
         if scores and f.scores and h >= 60:
             _bars(canvas, f, (x, y, w, h), order)
     if fps is not None:
         white = (255, 255, 255, 255) if order == "rgba" else (255, 255, 255)
-        _text(canvas, f"{fps:.1f} fps", (4, int(24 * s) + 6), s, white, order, thick)
+        _text(canvas, f"{fps:.1f} fps", (4, int(24 * s) + 8), s, white, order, thick)
     return canvas
 
 
@@ -75,7 +92,7 @@ def _bars(canvas, face: Face, box, order):
     H, W = canvas.shape[:2]
     x, y, w, h = box
     n = len(face.scores)
-    bar_h = max(2, h // 40)
+    bar_h = max(3, h // 30)
     gap = 1
     total = n * (bar_h + gap)
     top = y + h + 3 if y + h + 3 + total <= H else y + h - total - 3

@@ -1,0 +1,215 @@
+"""What people see: the overlay drawing, the picamera2 preview (through the fake), and the
+HTTP live view in a real headless Chromium."""
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from base64 import b64encode
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import ROOT, emotion_edge, free_port, spawn
+from edge.display import choose_preview
+from edge.draw import COLOURS, draw_faces, label_rect, overlay_rgba
+from edge.events import Event, Face
+
+
+def face(box, emotion="happy", conf=0.8, fid=1):
+    scores = {k: 0.02 for k in COLOURS}
+    scores[emotion] = conf
+    return Face(fid, box, emotion, conf, scores)
+
+
+def event(faces, w=640, h=480):
+    return Event("t", 1, time.time(), w, h, tuple(faces), 5.0, 12.5)
+
+
+def test_overlay_box_edges_in_emotion_colour_and_transparent_elsewhere():
+    ov = overlay_rgba((640, 480), event([face((200, 150, 120, 120), "sad")]))
+    assert ov.shape == (480, 640, 4) and ov.dtype == np.uint8
+    r, g, b = COLOURS["sad"]
+    for y, x in ((210, 200), (150, 260), (269, 260), (210, 319)):  # left, top, bottom, right edges
+        assert tuple(ov[y, x]) == (r, g, b, 255), (y, x, ov[y, x])
+    assert ov[210, 260, 3] == 0  # inside the box: the camera shows through
+    assert ov[400, 50, 3] == 0 and ov[470, 630, 3] == 0  # far from any drawing
+    assert (ov[..., 3] > 0).mean() < 0.1
+
+
+@pytest.mark.parametrize("box", [(0, 0, 80, 80), (590, 430, 50, 50), (-10, 200, 90, 90), (600, 0, 60, 60)])
+def test_label_stays_inside_the_frame_at_borders(box):
+    f = face(box, "surprise", 0.99)
+    ov = overlay_rgba((640, 480), event([f]))
+    x0, y0, x1, y1 = label_rect(f, (640, 480))
+    assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 480
+    label_px = ov[y0:y1, x0:x1].astype(int)
+    text_px = np.all(np.abs(label_px - np.array((*COLOURS["surprise"], 255))) <= 10, axis=2)
+    assert text_px.sum() > 50  # the label's text is drawn, in the emotion's colour, inside the frame
+
+
+def test_same_drawing_for_overlay_and_annotated_frame():
+    ev = event([face((100, 100, 150, 150), "angry")])
+    ov = overlay_rgba((640, 480), ev)
+    frame = draw_faces(np.zeros((480, 640, 3), np.uint8), ev.faces, ev.fps, order="bgr")
+    drawn = ov[..., 3] == 255
+    assert np.array_equal(frame[drawn][:, ::-1], ov[drawn][:, :3])
+
+
+@pytest.mark.parametrize("setting, env, expected", [
+    ("auto", {}, "drm"), ("auto", {"DISPLAY": ":0"}, "qtgl"), ("auto", {"WAYLAND_DISPLAY": "wayland-0"}, "qtgl"),
+    ("drm", {"DISPLAY": ":0"}, "drm"), ("qtgl", {}, "qtgl"), ("none", {}, "none"),
+])
+def test_preview_choice(setting, env, expected):
+    assert choose_preview(setting, env) == expected
+
+
+def fake_run(tmp_path, preview, n=8, **env):
+    log = tmp_path / f"fake-{preview}.log"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[display]\npreview = "{preview}"\n')
+    from conftest import cli_env
+
+    e = cli_env(FAKE_PICAMERA2_LOG=log, **env)
+    r = emotion_edge("run", "--config", str(cfg), "--source", "picamera2", "--max-frames", str(n), "--events", "none",
+                     env=e, fake_picamera2=True)
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return r, calls
+
+
+@pytest.mark.parametrize("preview, env, expected", [
+    ("auto", {}, "DRM"), ("auto", {"DISPLAY": ":0"}, "QTGL"), ("qtgl", {}, "QTGL"), ("drm", {}, "DRM"),
+])
+def test_fake_picamera2_preview_and_overlay_every_frame(tmp_path, preview, env, expected):
+    r, calls = fake_run(tmp_path, preview, **env)
+    assert r.returncode == 0, r.stderr
+    names = [c["call"] for c in calls]
+    assert [c["preview"] for c in calls if c["call"] == "start_preview"] == [expected]
+    assert names.index("start_preview") < names.index("start")  # picamera2 wants the preview first
+    overlays = [c for c in calls if c["call"] == "set_overlay"]
+    assert len(overlays) == 8
+    assert all(c["shape"] == [480, 640, 4] for c in overlays)
+    assert sum(c["opaque"] > 0 for c in overlays) >= 6  # the astronaut is boxed
+
+
+def test_fake_picamera2_no_preview(tmp_path):
+    r, calls = fake_run(tmp_path, "none")
+    assert r.returncode == 0
+    assert not [c for c in calls if c["call"] in ("start_preview", "set_overlay")]
+
+
+def test_display_taken_is_a_clear_message_not_a_crash(tmp_path):
+    r, calls = fake_run(tmp_path, "drm", FAKE_PICAMERA2_DRM_BUSY="1")
+    assert r.returncode == 0, r.stderr
+    assert "preview DRM unavailable" in r.stderr and "holds the display" in r.stderr
+    assert not [c for c in calls if c["call"] == "set_overlay"]
+
+
+def http_run(tmp_path, extra=""):
+    port = free_port()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[display]\nhttp = "127.0.0.1:{port}"\nhttp_max_fps = 10.0\n{extra}')
+    p = spawn("run", "--config", str(cfg), "--source", "demo:100000", "--events", "none")
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url + "/event", timeout=1)
+            break
+        except urllib.error.HTTPError:
+            break
+        except OSError:
+            time.sleep(0.2)
+    return p, url
+
+
+def read_stream(url, seconds, headers=None):
+    req = urllib.request.Request(url + "/stream", headers=headers or {})
+    data = b""
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert r.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            data += r.read1(65536)
+    return data
+
+
+def test_http_stream_is_capped_and_event_is_json(tmp_path):
+    p, url = http_run(tmp_path)
+    try:
+        ev = json.loads(urllib.request.urlopen(url + "/event", timeout=5).read())
+        assert ev["schema"] == 1
+        data = read_stream(url, 3.0)
+        n = data.count(b"Content-Type: image/jpeg")
+        assert 5 <= n <= 35  # 10 fps cap, not the pipeline's ~40-60 fps
+        start = data.index(b"\xff\xd8")
+        img = cv2.imdecode(np.frombuffer(data[start:data.index(b"\xff\xd9", start) + 2], np.uint8), cv2.IMREAD_COLOR)
+        assert img.shape == (480, 640, 3)
+        page = urllib.request.urlopen(url + "/", timeout=5).read().decode()
+        assert 'src="stream"' in page
+    finally:
+        p.terminate()
+        p.communicate(timeout=20)
+    assert p.returncode == 0
+
+
+def test_http_password(tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text("letmein\n")
+    p, url = http_run(tmp_path, f'http_password_file = "{pw}"\n')
+    try:
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(url + "/event", timeout=5)
+        assert e.value.code == 401
+        auth = {"Authorization": "Basic " + b64encode(b"viewer:letmein").decode()}
+        deadline = time.monotonic() + 30
+        while True:
+            r = urllib.request.urlopen(urllib.request.Request(url + "/event", headers=auth), timeout=5)
+            if r.status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert json.loads(r.read())["schema"] == 1
+        bad = {"Authorization": "Basic " + b64encode(b"viewer:nope").decode()}
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(urllib.request.Request(url + "/event", headers=bad), timeout=5)
+    finally:
+        p.terminate()
+        p.communicate(timeout=20)
+
+
+def chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        exe = shutil.which(name)
+        if exe:
+            return exe
+    pytest.skip("chromium is not installed (apt install chromium)")
+
+
+def test_http_view_in_headless_chromium(tmp_path):
+    exe = chromium()
+    p, url = http_run(tmp_path)
+    shot = tmp_path / "view.png"
+    try:
+        time.sleep(2)
+        r = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                            f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1100,620",
+                            "--virtual-time-budget=4000", f"--screenshot={shot}", url + "/"],
+                           capture_output=True, text=True, timeout=90)
+    finally:
+        p.terminate()
+        p.communicate(timeout=20)
+    assert shot.exists(), r.stderr[-2000:]
+    img = cv2.imread(str(shot))
+    # The page shows a camera frame (not the empty dark placeholder) with a box in an emotion colour.
+    frame = img[16:520, 16:660]
+    assert frame.std() > 30
+    hits = {emo: int(np.all(np.abs(frame.astype(int) - np.array(rgb[::-1])) <= 45, axis=2).sum())
+            for emo, rgb in COLOURS.items() if emo != "neutral"}
+    assert max(hits.values()) > 150, hits
+    docs = ROOT / "docs"
+    if os.environ.get("EMOTION_EDGE_UPDATE_DOCS"):
+        shutil.copy(shot, docs / "http_view.png")
