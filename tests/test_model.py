@@ -1,0 +1,167 @@
+"""The model: its contract, its accuracy, its training command, and the data loader's errors."""
+import gzip
+import json
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from conftest import FER_CSV, ROOT
+from edge import preprocess
+from edge.classify import Classifier, shipped_model
+from emotion_model import LABELS, data
+
+# The shipped int8 model's PrivateTest accuracy is recorded in the model card; this floor
+# catches a regression (a wrong model, a broken preprocessing change) without being flaky.
+PRIVATE_TEST_FLOOR = float(json.loads((ROOT / "model" / "card.json").read_text())["test_floor"])
+
+
+def test_labels_file_is_canonical():
+    assert (ROOT / "model" / "labels.txt").read_text().split() == list(LABELS)
+    assert LABELS == ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+def test_shipped_model_contract():
+    clf = Classifier()
+    inp = clf.interp.get_input_details()[0]
+    out = clf.interp.get_output_details()[0]
+    assert list(inp["shape"]) == [1, 48, 48, 1] and inp["dtype"] == np.int8
+    scale, zero = inp["quantization"]
+    # The input's real value is the raw 0..255 pixel: int8 = pixel / scale + zero_point.
+    assert abs(scale * (127 - zero) - 255) < 2 and abs(scale * (-128 - zero)) < 2
+    assert out["shape"][-1] == 7 and clf.labels == LABELS
+    assert shipped_model().stat().st_size <= 2 * 1024 * 1024
+
+
+def test_batched_input_matches_single_calls(astronaut_bgr):
+    import cv2
+
+    gray = cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY)
+    boxes = [(170, 40, 100, 100), (160, 30, 120, 120), (0, 0, 48, 48), (300, 300, 150, 150), (180, 50, 80, 90)]
+    clf = Classifier()
+    batch = clf.classify(gray, boxes)
+    singles = np.concatenate([clf.classify(gray, [b]) for b in boxes])
+    assert batch.shape == (5, 7)
+    np.testing.assert_allclose(batch, singles, atol=1e-6)
+    np.testing.assert_allclose(batch.sum(1), 1.0, atol=0.05)
+
+
+def test_runtime_path_equals_evaluation_path(fer_data):
+    """A FER2013 face scores the same through the live pipeline's crop-and-classify as
+    through model.evaluate: the preprocessing is one function."""
+    from emotion_model.evaluate import tflite_scores
+
+    faces = fer_data["PrivateTest"].x[:64]
+    ref = tflite_scores(shipped_model(), faces, threads=1)
+    clf = Classifier(threads=1, margin=0.0)
+    for i, f in enumerate(faces[:16]):
+        # The face alone, and the face pasted into a larger frame with its box.
+        np.testing.assert_array_equal(clf.classify(f, [(0, 0, 48, 48)])[0], ref[i])
+        frame = np.full((200, 260), 30, np.uint8)
+        frame[70:118, 100:148] = f
+        np.testing.assert_array_equal(clf.classify(frame, [(100, 70, 48, 48)])[0], ref[i])
+
+
+def test_shipped_model_private_test_accuracy(fer_data):
+    from emotion_model.evaluate import metrics, tflite_scores
+
+    s = fer_data["PrivateTest"]
+    m = metrics(s.y, tflite_scores(shipped_model(), s.x))
+    assert m["accuracy"] >= PRIVATE_TEST_FLOOR, m["accuracy"]
+
+
+def test_edge_never_imports_tensorflow():
+    code = ("import sys, edge.cli, edge.app, edge.pipeline, edge.bench, edge.check, edge.sinks.mqtt, "
+            "edge.sinks.http_view, emotion_model.data, emotion_model.evaluate; "
+            "assert not [m for m in sys.modules if m.startswith(('tensorflow', 'keras'))]")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_wheel_carries_model_and_labels(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path),
+                        str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (whl,) = tmp_path.glob("emotion_edge-*.whl")
+    names = zipfile.ZipFile(whl).namelist()
+    for need in ("emotion_model/emotion_int8.tflite", "emotion_model/labels.txt", "edge/schemas/event.json",
+                 "edge/cli.py"):
+        assert need in names
+    assert not [n for n in names if "/runs/" in n]
+
+
+def write_csv(path, rows, gz=False):
+    text = "emotion,pixels,Usage\n" + "".join(r + "\n" for r in rows)
+    if gz:
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    return path
+
+
+def px(n=2304, v=128):
+    return " ".join([str(v)] * n)
+
+
+@pytest.mark.parametrize("row, message", [
+    (f"3,{px()},Training,extra", ":3: expected 3 fields, got 4"),
+    (f"3,{px(2300)},Training", ":3: expected 2304 pixels, got 2300"),
+    (f"9,{px()},Training", ":3: emotion 9 out of range"),
+    (f"happy,{px()},Training", ":3: emotion 'happy' is not an integer"),
+    (f"3,{px(v=300)},Training", ":3: pixel values must be 0..255"),
+    (f"3,{px()},Validation", ":3: unknown Usage 'Validation'"),
+])
+def test_bad_rows_name_the_line(tmp_path, row, message):
+    p = write_csv(tmp_path / "bad.csv.gz", [f"0,{px()},Training", row], gz=True)
+    with pytest.raises(data.DataError) as e:
+        data.load(p, splits=("Training",))
+    assert str(p) + message in str(e.value)
+
+
+def test_missing_data_and_bad_header_are_clear(tmp_path):
+    with pytest.raises(data.DataError, match="no such file"):
+        data.load(tmp_path / "nope.csv")
+    p = write_csv(tmp_path / "h.csv", [])
+    p.write_text("label,pixels\n0,1 2 3\n")
+    with pytest.raises(data.DataError, match=r"h.csv:1: header must have emotion,pixels,Usage"):
+        data.load(p)
+    r = subprocess.run([sys.executable, "-m", "emotion_model.train", "--data", str(tmp_path / "nope.csv"),
+                        "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert r.returncode == 2 and "nope.csv: no such file" in r.stderr
+
+
+def test_image_folder_layout(tmp_path):
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for lab in ("happy", "sad"):
+            d = tmp_path / split / lab
+            d.mkdir(parents=True)
+            for i in range(4):
+                cv2.imwrite(str(d / f"{i}.jpg"), rng.integers(0, 255, (48, 48), dtype=np.uint8))
+    d = data.load(tmp_path)
+    assert len(d["Training"]) == 8 and len(d["PublicTest"]) == 4 and len(d["PrivateTest"]) == 4
+    assert set(d["Training"].y) == {LABELS.index("happy"), LABELS.index("sad")}
+
+
+@pytest.mark.slow
+def test_training_end_to_end_gives_a_contract_model(tmp_path):
+    if not FER_CSV.exists():
+        pytest.skip(f"FER2013 not found at {FER_CSV}")
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "emotion_model.train", "--out", str(out), "--limit", "300",
+                        "--epochs", "1", "--batch", "64"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "epoch   1/1" in r.stdout and "eta" in r.stdout
+    state = json.loads((out / "state.json").read_text())
+    assert state["epoch"] == 1 and len(state["history"]["val_accuracy"]) == 1
+    clf = Classifier(out / "emotion_int8.tflite")
+    assert clf.in_dtype == np.int8 and clf.in_scale == pytest.approx(1.0) and clf.in_zero == -128
+    p = clf.classify(np.full((48, 48), 120, np.uint8), [(0, 0, 48, 48)])
+    assert p.shape == (1, 7) and abs(p.sum() - 1) < 0.05
+    # --resume with nothing left to do just re-exports; a different recipe is refused.
+    r = subprocess.run([sys.executable, "-m", "emotion_model.train", "--out", str(out), "--limit", "300",
+                        "--epochs", "2", "--batch", "64", "--resume"], capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "different recipe" in (r.stderr + r.stdout)
