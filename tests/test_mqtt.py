@@ -219,3 +219,17 @@ def test_check_reports_broker(broker, tmp_path):
     broker.stop()
     r = emotion_edge("check", "--config", str(cfg), "--timeout", "2")
     assert r.returncode == 1 and "FAIL broker" in r.stdout
+
+
+def test_example_subscriber_prints_a_table(broker, tmp_path):
+    import subprocess
+    import sys
+
+    sub = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "subscribe.py"), "--port", str(broker.port),
+                            "--once"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1)
+    cfg = mqtt_config(tmp_path, broker.port, "table")
+    emotion_edge("run", "--config", str(cfg), "--source", "demo:30", "--events", "none")
+    out, err = sub.communicate(timeout=30)
+    assert sub.returncode == 0, err
+    assert "[table]" in out and ("#1" in out or "no face" in out)
