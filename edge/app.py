@@ -62,11 +62,12 @@ def make_sinks(cfg: Config, out: Outputs, source: FrameSource, stats_fn=None) ->
         from .sinks.http_view import HttpViewSink
 
         sinks.append(HttpViewSink(cfg.display))
-    if getattr(source, "picam2", None) is not None or type(source).__name__ == "Picamera2Source":
+    from .sources.picamera2 import Picamera2Source  # picamera2 itself is imported only when used
+
+    if isinstance(source, Picamera2Source) and cfg.display.preview != "none":
         from .display import PreviewSink
 
-        if cfg.display.preview != "none":
-            sinks.append(PreviewSink(source, cfg.display))
+        sinks.append(PreviewSink(source, cfg.display))
     sinks.extend(out.extra)
     return sinks
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from emotion_model import LABELS  # the canonical order, shared with training
+
 from . import preprocess
 from .tflite import interpreter_class
 
 log = logging.getLogger(__name__)
-
-LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
 
 class ModelError(RuntimeError):

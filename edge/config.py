@@ -31,8 +31,10 @@ class CameraConfig:
     fps: float = 30.0
     # Lores luma range: "auto" asks picamera2 for the stream's colour space; "limited" expands 16..235 to 0..255.
     luma_range: str = "auto"
-    # Still images are detected on a larger plane: a photo has no frame budget and its faces may be small.
+    # Files are detected on larger planes than live cameras: they have no frame budget and their
+    # faces may be small (a person across the room in a 1080p clip).
     still_max_width: int = 1024
+    video_max_width: int = 640
     # Restart a video file at its end instead of ending the run.
     loop: bool = False
 
@@ -130,7 +132,7 @@ _CHOICES = {
 }
 _POSITIVE = {
     ("camera", "width"), ("camera", "height"), ("camera", "lores_width"), ("camera", "lores_height"),
-    ("camera", "fps"), ("camera", "still_max_width"), ("detector", "min_size"), ("detector", "every"),
+    ("camera", "fps"), ("camera", "still_max_width"), ("camera", "video_max_width"), ("detector", "min_size"), ("detector", "every"),
     ("classifier", "threads"), ("mqtt", "port"), ("mqtt", "keepalive"), ("mqtt", "queue_size"),
     ("mqtt", "max_rate"), ("mqtt", "stats_interval"), ("mqtt", "snapshot_interval"), ("display", "http_max_fps"),
     ("service", "status_interval"), ("tracker", "max_missed"),

@@ -72,6 +72,9 @@ class Pipeline:
         pc = time.perf_counter
         t0 = pc()
         sx, sy = frame.scale
+        if self.source.independent:
+            # Two photos in a folder share no faces: a face in the same place is someone else.
+            self.tracker.reset()
         if (frame.seq - 1) % self.every == 0 or not self.tracker.tracks:
             boxes_g = self.detector.detect(frame.gray).astype(np.float32)
         else:

@@ -11,17 +11,6 @@ import numpy as np
 SIDE = 48
 
 
-def crop_box(box, margin: float, shape) -> tuple[int, int, int, int]:
-    """Grow (or shrink, margin < 0) ``box = (x, y, w, h)`` by ``margin`` of its size per side,
-    clipped to an image of ``shape``; returns integer ``(x0, y0, x1, y1)``."""
-    x, y, w, h = (float(v) for v in box)
-    dx, dy = w * margin, h * margin
-    x0, y0 = int(round(x - dx)), int(round(y - dy))
-    x1, y1 = int(round(x + w + dx)), int(round(y + h + dy))
-    H, W = shape[:2]
-    return max(0, x0), max(0, y0), min(W, x1), min(H, y1)
-
-
 def face_patch(gray: np.ndarray, box, margin: float) -> np.ndarray:
     """48x48 uint8 grayscale face from a plane and a box (plane coordinates).
 

@@ -92,4 +92,4 @@ def open_source(spec: str, cam: CameraConfig, want_main: bool = False) -> FrameS
         return ImageSource(p, cam.still_max_width)
     from .opencv import VideoFileSource
 
-    return VideoFileSource(p, cam.lores_width, cam.lores_height, loop=cam.loop)
+    return VideoFileSource(p, max(cam.lores_width, cam.video_max_width), None, loop=cam.loop)

@@ -39,6 +39,8 @@ class FrameSource(abc.ABC):
     """
 
     live: bool = False
+    #: Frames are unrelated pictures (a folder of photos): no tracking or smoothing across them.
+    independent: bool = False
     description: str = "source"
 
     def __init__(self):

@@ -39,6 +39,8 @@ class ImageSource(FrameSource):
     """Recorded: every image once. A single unreadable file is an error; in a folder it is
     counted as a bad frame, logged and skipped."""
 
+    independent = True
+
     def __init__(self, path: str | Path, max_width: int = 1024):
         super().__init__()
         self.path = Path(path)

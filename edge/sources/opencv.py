@@ -19,7 +19,7 @@ MAX_CONSECUTIVE_BAD = 25
 class VideoFileSource(FrameSource):
     """Recorded: every frame in order; ends with None (or loops)."""
 
-    def __init__(self, path: str | Path, lores_width: int = 320, lores_height: int = 240, loop: bool = False):
+    def __init__(self, path: str | Path, lores_width: int = 320, lores_height: int | None = 240, loop: bool = False):
         super().__init__()
         self.path = Path(path)
         if not self.path.is_file():
