@@ -93,19 +93,15 @@ def plot_history(history: dict, path: Path, title: str = "training") -> None:
     import matplotlib.pyplot as plt
 
     ep = np.arange(1, len(history["loss"]) + 1)
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
-    a1.plot(ep, history["accuracy"], label="Training (augmented)")
-    a1.plot(ep, history["val_accuracy"], label="PublicTest")
-    a1.set_xlabel("epoch")
-    a1.set_ylabel("accuracy")
-    a1.grid(alpha=0.3)
-    a1.legend()
-    a2.plot(ep, history["loss"], label="Training (augmented, smoothed labels)")
-    a2.plot(ep, history["val_loss"], label="PublicTest")
-    a2.set_xlabel("epoch")
-    a2.set_ylabel("loss")
-    a2.grid(alpha=0.3)
-    a2.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    for ax, key, train_label in ((axes[0], "accuracy", "Training (augmented)"),
+                                 (axes[1], "loss", "Training (augmented, smoothed labels)")):
+        ax.plot(ep, history[key], label=train_label)
+        ax.plot(ep, history[f"val_{key}"], label="PublicTest")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path)

@@ -233,3 +233,52 @@ def test_example_subscriber_prints_a_table(broker, tmp_path):
     out, err = sub.communicate(timeout=30)
     assert sub.returncode == 0, err
     assert "[table]" in out and ("#1" in out or "no face" in out)
+
+
+def make_certs(d):
+    import shutil
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+
+    def ossl(*a):
+        subprocess.run(["openssl", *a], check=True, capture_output=True)
+
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+         "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"))
+    ossl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", str(d / "server.key"),
+         "-out", str(d / "server.csr"))
+    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    ossl("x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.crt"), "-CAkey", str(d / "ca.key"),
+         "-CAcreateserial", "-days", "2", "-extfile", str(d / "ext.cnf"), "-out", str(d / "server.crt"))
+
+
+def test_tls_with_ca_file(tmp_path):
+    make_certs(tmp_path)
+    b = Broker(tmp_path)
+    b.conf.write_text(b.conf.read_text() + f"cafile {tmp_path / 'ca.crt'}\ncertfile {tmp_path / 'server.crt'}\n"
+                      f"keyfile {tmp_path / 'server.key'}\n")
+    b.start()
+    try:
+        import paho.mqtt.client as mqtt
+
+        got = []
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        c.tls_set(ca_certs=str(tmp_path / "ca.crt"))
+        c.on_message = lambda cl, u, m: got.append(m.topic)
+        c.on_connect = lambda cl, u, f, rc, p=None: cl.subscribe("emotion-edge/#")
+        c.connect("localhost", b.port)
+        c.loop_start()
+        cfg = mqtt_config(tmp_path, b.port, "tls", f'tls = true\nca_file = "{tmp_path / "ca.crt"}"')
+        r = emotion_edge("run", "--config", str(cfg), "--source", "demo:10", "--events", "none")
+        assert r.returncode == 0, r.stderr
+        time.sleep(0.5)
+        c.loop_stop()
+        assert got.count("emotion-edge/tls/events") == 10
+        # Without the CA the broker's certificate is not trusted: nothing connects.
+        r = emotion_edge("check", "--config", str(mqtt_config(tmp_path, b.port, "tls2", "tls = true")),
+                         "--timeout", "3")
+        assert r.returncode == 1 and "FAIL broker" in r.stdout
+    finally:
+        b.stop()
