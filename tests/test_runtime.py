@@ -245,3 +245,18 @@ def test_picamera2_lores_stride_and_limited_range(monkeypatch):
     assert f.main is None and f.main_size == (640, 480)
     assert f.gray.min() < 10 and f.gray.max() > 245  # stretched back to full range
     assert not (f.gray[:, -20:] == 77).all()  # stride padding was not taken as image
+
+
+def test_exif_rotated_phone_photo_is_upright(tmp_path, astronaut_bgr):
+    """A portrait photo stored sideways with EXIF orientation 6 (rotate 90° clockwise to view)."""
+    from PIL import Image
+
+    sideways = cv2.rotate(astronaut_bgr, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    img = Image.fromarray(cv2.cvtColor(sideways, cv2.COLOR_BGR2RGB))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    img.save(path, exif=exif.tobytes(), quality=92)
+    r = emotion_edge("run", "--source", str(path))
+    (ev,) = events_of(r.stdout)
+    assert ev["frame"] == {"w": 512, "h": 512} and len(ev["faces"]) == 1

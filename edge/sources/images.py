@@ -27,12 +27,9 @@ def _read_image(path: Path) -> np.ndarray | None:
         return None
     if buf.size == 0:
         return None
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        return None
-    if img.dtype != np.uint8:  # 16-bit PNG/TIFF, float EXR/HDR
-        img = cv2.normalize(img.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    return img
+    # IMREAD_COLOR applies the EXIF orientation: a phone's portrait photo stored sideways would
+    # otherwise hide every face from the upright-face cascade. It also brings 16-bit files to 8 bits.
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)
 
 
 class ImageSource(FrameSource):
