@@ -1,10 +1,14 @@
 """JSON lines to stdout or a file: one event per line, flushed, so `| jq` and `tail -f` see it live."""
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from pathlib import Path
 
 from . import Sink
+
+log = logging.getLogger(__name__)
 
 
 class JsonLinesSink(Sink):
@@ -27,8 +31,13 @@ class JsonLinesSink(Sink):
             self.fh.write(event.to_json() + "\n")
             self.fh.flush()
         except BrokenPipeError:
-            # `emotion-edge run | head` closed the pipe: stop writing, keep running.
-            self.fh = open("/dev/null", "w")
+            # `emotion-edge run | head` closed the pipe: stop writing, keep the other outputs running.
+            # Point the descriptor at /dev/null too, or Python complains when it flushes at exit.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.fh.fileno())
+            os.close(devnull)
+            log.warning("events: the reader closed the pipe; no more events on this output")
+            self.fh = open(os.devnull, "w")
             self._own = True
 
     def close(self):
