@@ -86,16 +86,21 @@ def plot_confusion(cm, title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_history(history: dict, path: Path, title: str = "training") -> None:
+def plot_history(state: dict, path: Path, title: str = "training") -> None:
+    """Accuracy and loss per epoch from a run's ``state.json`` (training vs PublicTest)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    history = state.get("history", state)
+    recipe = state.get("recipe", {})
+    how = [w for w, on in (("augmented", recipe.get("augment")), ("smoothed labels", recipe.get("label_smoothing")))
+           if on]
+    train_label = "Training" + (f" ({', '.join(how)})" if how else "")
     ep = np.arange(1, len(history["loss"]) + 1)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
-    for ax, key, train_label in ((axes[0], "accuracy", "Training (augmented)"),
-                                 (axes[1], "loss", "Training (augmented, smoothed labels)")):
+    for ax, key in ((axes[0], "accuracy"), (axes[1], "loss")):
         ax.plot(ep, history[key], label=train_label)
         ax.plot(ep, history[f"val_{key}"], label="PublicTest")
         ax.set_xlabel("epoch")
@@ -139,8 +144,9 @@ def evaluate(models: list[str], data_path, splits, tta: bool, keras_model: str |
         (out / "metrics.json").write_text(json.dumps(results, indent=1))
         (out / "report.md").write_text(report_md(results))
         if history:
-            h = json.loads(Path(history).read_text())
-            plot_history(h.get("history", h), out / "training_curves.png", title=f"training: {history}")
+            state = json.loads(Path(history).read_text())
+            name = state.get("recipe", {}).get("arch", Path(history).parent.name)
+            plot_history(state, out / "training_curves.png", title=f"{name}: accuracy and loss per epoch")
     return results
 
 
