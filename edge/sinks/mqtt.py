@@ -209,7 +209,8 @@ class MqttSink(Sink):
         out = []
         for key, name, topic, tpl, extra in sensors:
             uid = f"emotion_edge_{self.device}_{key}".replace("-", "_")
-            payload = {"name": name, "unique_id": uid, "object_id": uid, "state_topic": topic,
+            # default_entity_id replaced object_id in Home Assistant 2025.10 (object_id was removed in 2026.4).
+            payload = {"name": name, "unique_id": uid, "default_entity_id": f"sensor.{uid}", "state_topic": topic,
                        "value_template": tpl, **extra, **common}
             out.append((f"{self.cfg.discovery_prefix}/sensor/emotion_edge_{self.device}/{key}/config".replace("-", "_"),
                         payload))
