@@ -24,7 +24,7 @@ def make_detector(cfg: Config) -> HaarDetector:
 
 def make_classifier(cfg: Config) -> Classifier:
     c = cfg.classifier
-    return Classifier(c.model or None, c.labels or None, c.threads, c.margin)
+    return Classifier(c.model or None, c.labels or None, c.threads, c.margin, c.flip)
 
 
 def make_tracker(cfg: Config) -> IouTracker:

@@ -38,7 +38,7 @@ class Classifier:
     because the bench and the HTTP view may call from other threads."""
 
     def __init__(self, model_path: str | Path | None = None, labels_path: str | Path | None = None,
-                 threads: int = 1, margin: float = 0.0):
+                 threads: int = 1, margin: float = 0.0, flip: bool = False):
         path = Path(model_path) if model_path else shipped_model()
         if not path.is_file():
             raise ModelError(f"{path}: model file not found")
@@ -48,6 +48,7 @@ class Classifier:
             raise ModelError(f"{path}: not a TFLite model: {e}") from None
         self.path = path
         self.margin = margin
+        self.flip = flip
         inp = self.interp.get_input_details()[0]
         out = self.interp.get_output_details()[0]
         if tuple(inp["shape"][1:]) != (preprocess.SIDE, preprocess.SIDE, 1):
@@ -87,5 +88,13 @@ class Classifier:
         return y
 
     def classify(self, gray: np.ndarray, boxes) -> np.ndarray:
-        """Scores [N,7] for faces ``boxes`` (x, y, w, h in ``gray`` coordinates)."""
-        return self.scores_for_input(self.prepare(gray, boxes))
+        """Scores [N,7] for faces ``boxes`` (x, y, w, h in ``gray`` coordinates).
+
+        With ``flip``, each face is also classified mirrored, in the same batched call, and
+        the two score vectors are averaged (faces are near-symmetric; their errors are not).
+        """
+        x = self.prepare(gray, boxes)
+        if not self.flip or not len(x):
+            return self.scores_for_input(x)
+        p = self.scores_for_input(np.concatenate([x, x[:, :, ::-1]]))
+        return (p[:len(x)] + p[len(x):]) / 2

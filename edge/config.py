@@ -54,6 +54,7 @@ class ClassifierConfig:
     labels: str = ""  # empty: the labels file beside the model
     threads: int = 1
     margin: float = 0.0  # crop margin around the Haar box, fraction of its size per side (see model card)
+    flip: bool = False  # also classify the mirrored face and average (one batched call)
 
 
 @dataclass(frozen=True)

@@ -165,3 +165,15 @@ def test_training_end_to_end_gives_a_contract_model(tmp_path):
     r = subprocess.run([sys.executable, "-m", "emotion_model.train", "--out", str(out), "--limit", "300",
                         "--epochs", "2", "--batch", "64", "--resume"], capture_output=True, text=True, timeout=600)
     assert r.returncode != 0 and "different recipe" in (r.stderr + r.stdout)
+
+
+def test_flip_averages_the_mirrored_face(astronaut_bgr):
+    import cv2
+
+    gray = cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY)
+    box = [(170, 40, 100, 100)]
+    plain, flipped = Classifier(), Classifier(flip=True)
+    mirrored = np.ascontiguousarray(gray[:, ::-1])
+    w = gray.shape[1]
+    expected = (plain.classify(gray, box) + plain.classify(mirrored, [(w - 270, 40, 100, 100)])) / 2
+    np.testing.assert_allclose(flipped.classify(gray, box), expected, atol=1e-6)
