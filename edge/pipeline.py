@@ -91,6 +91,7 @@ class Pipeline:
             faces.append(Face(id=t.id, box=tuple(int(round(v)) for v in t.box), emotion=labels[k],
                               confidence=float(t.scores[k]),
                               scores={lab: float(p) for lab, p in zip(labels, t.scores)}))
+        faces.sort(key=lambda f: -f.box[2] * f.box[3])  # largest (nearest) first, as documented
         now = time.monotonic()
         if self._last_t is not None:
             self._intervals.append(now - self._last_t)
