@@ -47,7 +47,12 @@ class Event:
         return d
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"))
+        # Several outputs (stdout, MQTT, HTTP view) want the same text each frame: encode once.
+        cached = self.__dict__.get("_json")
+        if cached is None:
+            cached = json.dumps(self.to_dict(), separators=(",", ":"))
+            self.__dict__["_json"] = cached
+        return cached
 
     @property
     def largest(self) -> Face | None:
