@@ -29,7 +29,8 @@ def vgg_gap(num_classes: int = 7, dropout: float = 0.4) -> keras.Model:
             x = layers.SpatialDropout2D(0.1 * b, name=f"b{b}_drop")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="head_drop")(x)
-    out = layers.Dense(num_classes, activation="softmax", name="scores")(x)
+    # float32 even under a mixed policy: softmax and the loss need more than bf16's 8 bits.
+    out = layers.Dense(num_classes, activation="softmax", name="scores", dtype="float32")(x)
     return keras.Model(inp, out, name="vgg_gap")
 
 

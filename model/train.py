@@ -37,21 +37,29 @@ class Recipe:
     label_smoothing: float
     augment: bool
     optimizer: str
+    # "mixed_bfloat16" trains about 1.45x faster on CPUs with AVX512-BF16 (measured here:
+    # 509 vs 740 ms per 128-face step); exports are always rebuilt in float32.
+    precision: str = "float32"
 
 
 RECIPES = {
     "vgg_gap": Recipe("vgg_gap", epochs=32, batch=128, lr=2e-3, weight_decay=0.02, warmup_epochs=3,
                       label_smoothing=0.1, augment=True, optimizer="adamw"),
+    # Same network and augmentation, a longer cosine schedule in bf16 to fit the time.
+    "vgg_gap_long": Recipe("vgg_gap", epochs=60, batch=128, lr=2e-3, weight_decay=0.02, warmup_epochs=3,
+                           label_smoothing=0.1, augment=True, optimizer="adamw", precision="mixed_bfloat16"),
     # The thesis: Adam 1e-3, batch 64, 15 epochs, no augmentation, plain cross-entropy.
     "thesis": Recipe("thesis", epochs=15, batch=64, lr=1e-3, weight_decay=0.0, warmup_epochs=0,
                      label_smoothing=0.0, augment=False, optimizer="adam"),
 }
 
 
-def _setup_tf(threads: int, seed: int):
+def _setup_tf(threads: int, seed: int, precision: str = "float32"):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
     import keras
+
+    keras.mixed_precision.set_global_policy(precision)
 
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -111,6 +119,18 @@ def build(keras, recipe: Recipe, steps: int):
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
                   metrics=["accuracy"])
     return model
+
+
+def _float32_copy(keras, recipe: Recipe, model):
+    """The same weights in an all-float32 graph, so the converters never see bfloat16."""
+    if recipe.precision == "float32":
+        return model
+    from .arch import ARCHS
+
+    keras.mixed_precision.set_global_policy("float32")
+    clone = ARCHS[recipe.arch]()
+    clone.set_weights(model.get_weights())
+    return clone
 
 
 def export_int8(model, rep_images: np.ndarray, path: Path) -> bytes:
@@ -196,7 +216,7 @@ def train(args) -> Path:
         recipe = Recipe(**{**asdict(recipe), **over})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    tf, keras = _setup_tf(args.threads, args.seed)
+    tf, keras = _setup_tf(args.threads, args.seed, recipe.precision)
 
     t = time.monotonic()
     d = fer.load(args.data, splits=("Training", "PublicTest"), limit=args.limit)
@@ -226,7 +246,7 @@ def train(args) -> Path:
         model.fit(ds, epochs=recipe.epochs, initial_epoch=start, steps_per_epoch=steps,
                   validation_data=val, validation_batch_size=512, verbose=0, callbacks=[prog.callback()])
 
-    best_model = keras.models.load_model(out / "best.keras")
+    best_model = _float32_copy(keras, recipe, keras.models.load_model(out / "best.keras"))
     rng = np.random.default_rng(args.seed)
     rep = tr.x[rng.choice(len(tr), size=min(500, len(tr)), replace=False)]
     export_int8(best_model, rep, out / "emotion_int8.tflite")
