@@ -132,13 +132,8 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int)
     p.add_argument("--out", help="folder for crop_study.json and crop_margin.png")
     args = p.parse_args(argv)
-    try:
-        res = study(args.model, args.data, args.limit, Path(args.out) if args.out else None)
-    except fer.DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(res, indent=1))
-    return 0
+    return fer.cli(lambda: print(json.dumps(
+        study(args.model, args.data, args.limit, Path(args.out) if args.out else None), indent=1)))
 
 
 if __name__ == "__main__":

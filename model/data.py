@@ -9,6 +9,8 @@ import gzip
 import io
 import logging
 import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,16 @@ DEFAULT_CSV = Path(__file__).resolve().parent.parent.parent / "shared" / "data" 
 
 class DataError(ValueError):
     """The data set is missing or malformed; the message names the file and line."""
+
+
+def cli(work: Callable[[], object]) -> int:
+    """Run a command's body; a DataError becomes one 'error:' line and exit status 2, not a traceback."""
+    try:
+        work()
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 @dataclass(frozen=True)

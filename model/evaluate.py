@@ -190,13 +190,8 @@ def main(argv=None) -> int:
         if not Path(m).is_file():
             print(f"error: {m}: no such model file", file=sys.stderr)
             return 2
-    try:
-        evaluate(models, args.data, args.splits, args.tta, args.keras, Path(args.out) if args.out else None,
-                 args.history, args.threads)
-    except fer.DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return fer.cli(lambda: evaluate(models, args.data, args.splits, args.tta, args.keras,
+                                    Path(args.out) if args.out else None, args.history, args.threads))
 
 
 if __name__ == "__main__":

@@ -272,12 +272,7 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, help="at most this many rows per split (smoke tests)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     args = p.parse_args(argv)
-    try:
-        train(args)
-    except fer.DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return fer.cli(lambda: train(args))
 
 
 if __name__ == "__main__":

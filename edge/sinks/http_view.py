@@ -93,7 +93,7 @@ class HttpViewSink(Sink):
         self._last_pending = 0.0
 
     def start(self):
-        shared, password, cfg = self.shared, self.password, self.cfg
+        shared, password = self.shared, self.password
 
         class Handler(BaseHTTPRequestHandler):
             server_version = "emotion-edge"
