@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from conftest import FER_CSV, ROOT
-from edge import preprocess
 from edge.classify import Classifier, shipped_model
 from emotion_model import LABELS, data
 

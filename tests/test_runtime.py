@@ -7,7 +7,6 @@ import time
 import cv2
 import jsonschema
 import numpy as np
-import pytest
 
 from conftest import FAKES, ROOT, emotion_edge, events_of, spawn
 from edge import app, config
