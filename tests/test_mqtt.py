@@ -1,4 +1,5 @@
 """MQTT against a real mosquitto started by the tests on a free loopback port."""
+import contextlib
 import json
 import signal
 import time
@@ -107,13 +108,26 @@ def wait_running(events_file, timeout=60.0):
     raise AssertionError("the runtime processed no frame")
 
 
-def test_broker_started_late(tmp_path):
-    b = Broker(tmp_path)
-    cfg = mqtt_config(tmp_path, b.port, "late", "queue_size = 10")
+@contextlib.contextmanager
+def runtime_during_outage(tmp_path, broker, device):
+    """A runtime with a 10-event queue, already processing frames; stopped by SIGTERM at the end,
+    which must exit 0. Yields the process; its stderr is in ``p.err`` after the block."""
+    cfg = mqtt_config(tmp_path, broker.port, device, "queue_size = 10")
     local = tmp_path / "events.jsonl"
     p = spawn("run", "--config", str(cfg), "--source", "demo:100000", "--events", str(local))
     try:
         wait_running(local)
+        yield p
+        _, p.err = stop(p)
+        assert p.returncode == 0, p.err
+    finally:
+        p.kill()
+        broker.stop()
+
+
+def test_broker_started_late(tmp_path):
+    b = Broker(tmp_path)
+    with runtime_during_outage(tmp_path, b, "late") as p:
         time.sleep(5)
         assert p.poll() is None, "the runtime must run without a broker"
         b.start()
@@ -126,20 +140,11 @@ def test_broker_started_late(tmp_path):
         assert stats["events_dropped"] >= first_seq - 1  # and every one of them was counted
         assert stats["frames"] > first_seq
         sub.close()
-        _, err = stop(p)
-        assert p.returncode == 0, err
-    finally:
-        p.kill()
-        b.stop()
 
 
 def test_broker_restart_mid_run(tmp_path):
     b = Broker(tmp_path).start()
-    cfg = mqtt_config(tmp_path, b.port, "rs", "queue_size = 10")
-    local = tmp_path / "events.jsonl"
-    p = spawn("run", "--config", str(cfg), "--source", "demo:100000", "--events", str(local))
-    try:
-        wait_running(local)
+    with runtime_during_outage(tmp_path, b, "rs") as p:
         sub = Subscriber(b.port)
         assert sub.wait_for(lambda: len(sub.on("/rs/events")) > 10, 20)
         last_before = json.loads(sub.on("/rs/events")[-1][1])["seq"]
@@ -157,12 +162,7 @@ def test_broker_restart_mid_run(tmp_path):
         assert stats["events_dropped"] > 0  # the bounded queue overflowed and said so
         assert retained(b.port, "emotion-edge/rs/availability") == [(b"online", True)]
         sub.close()
-        _, err = stop(p)
-        assert p.returncode == 0, err
-        assert "reconnect" in err.lower()
-    finally:
-        p.kill()
-        b.stop()
+    assert "reconnect" in p.err.lower()
 
 
 def test_password_wrong_then_fixed(tmp_path):
