@@ -168,8 +168,10 @@ def export_float(model, path: Path) -> bytes:
 class _Progress:
     """One line per epoch: losses, accuracies, time and ETA; state saved for --resume."""
 
-    def __init__(self, keras, out: Path, recipe: Recipe, history: dict, best: float, total_epochs: int):
+    def __init__(self, keras, out: Path, recipe: Recipe, history: dict, best: float, total_epochs: int,
+                 seed: int):
         self.k, self.out, self.recipe, self.history, self.best = keras, out, recipe, history, best
+        self.seed = seed
         self.total = total_epochs
         self.times: list[float] = []
 
@@ -179,11 +181,19 @@ class _Progress:
         class CB(self.k.callbacks.Callback):
             def on_epoch_begin(self, epoch, logs=None):
                 prog.t0 = time.monotonic()
+                prog.reseed_dropout(self.model, epoch)
 
             def on_epoch_end(self, epoch, logs=None):
                 prog.end(self.model, epoch, logs or {})
 
         return CB()
+
+    def reseed_dropout(self, model, epoch):
+        """Keras re-seeds dropout's generators when a checkpoint is loaded, so a resumed run would
+        draw other masks; keyed by (seed, layer, epoch) they are the same resumed or not."""
+        states = [v for v in model.variables if v.path.endswith("seed_generator_state")]
+        for i, v in enumerate(states):
+            v.assign(np.array([self.seed * 1000 + i, epoch * 1_000_000], dtype=v.dtype))
 
     def end(self, model, epoch, logs):
         dt = time.monotonic() - self.t0
@@ -241,9 +251,10 @@ def train(args) -> Path:
     print(f"model {recipe.arch}: {model.count_params():,} params, {count_macs(model) / 1e6:.1f} M MACs/face; "
           f"recipe {asdict(recipe)}", flush=True)
     val = (va.x[..., None].astype(np.float32), np.eye(len(LABELS), dtype=np.float32)[va.y])
-    prog = _Progress(keras, out, recipe, history, best, recipe.epochs)
-    if start < recipe.epochs:
-        model.fit(ds, epochs=recipe.epochs, initial_epoch=start, steps_per_epoch=steps,
+    prog = _Progress(keras, out, recipe, history, best, recipe.epochs, args.seed)
+    end = recipe.epochs if not args.stop_after else min(recipe.epochs, start + args.stop_after)
+    if start < end:
+        model.fit(ds, epochs=end, initial_epoch=start, steps_per_epoch=steps,
                   validation_data=val, validation_batch_size=512, verbose=0, callbacks=[prog.callback()])
 
     best_model = _float32_copy(keras, recipe, keras.models.load_model(out / "best.keras"))
@@ -271,6 +282,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0: all cores)")
     p.add_argument("--limit", type=int, help="at most this many rows per split (smoke tests)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    p.add_argument("--stop-after", type=int, metavar="N",
+                   help="train at most N epochs in this invocation, export the best so far; --resume goes on")
     args = p.parse_args(argv)
     return fer.cli(lambda: train(args))
 

@@ -145,24 +145,36 @@ def test_image_folder_layout(tmp_path):
     assert set(d["Training"].y) == {LABELS.index("happy"), LABELS.index("sad")}
 
 
+def _train(out, *args):
+    return subprocess.run([sys.executable, "-m", "emotion_model.train", "--out", str(out), "--limit", "300",
+                           "--batch", "64", *args], capture_output=True, text=True, timeout=600)
+
+
 @pytest.mark.slow
 def test_training_end_to_end_gives_a_contract_model(tmp_path):
     if not FER_CSV.exists():
         pytest.skip(f"FER2013 not found at {FER_CSV}")
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "emotion_model.train", "--out", str(out), "--limit", "300",
-                        "--epochs", "1", "--batch", "64"], capture_output=True, text=True, timeout=600)
+    r = _train(out, "--epochs", "2", "--stop-after", "1")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "epoch   1/1" in r.stdout and "eta" in r.stdout
+    assert "epoch   1/2" in r.stdout and "eta" in r.stdout and "epoch   2/2" not in r.stdout
     state = json.loads((out / "state.json").read_text())
     assert state["epoch"] == 1 and len(state["history"]["val_accuracy"]) == 1
     clf = Classifier(out / "emotion_int8.tflite")
     assert clf.in_dtype == np.int8 and clf.in_scale == pytest.approx(1.0) and clf.in_zero == -128
     p = clf.classify(np.full((48, 48), 120, np.uint8), [(0, 0, 48, 48)])
     assert p.shape == (1, 7) and abs(p.sum() - 1) < 0.05
-    # --resume with nothing left to do just re-exports; a different recipe is refused.
-    r = subprocess.run([sys.executable, "-m", "emotion_model.train", "--out", str(out), "--limit", "300",
-                        "--epochs", "2", "--batch", "64", "--resume"], capture_output=True, text=True, timeout=600)
+
+    # Interrupted and resumed equals uninterrupted: same batches, augmentations and dropout masks.
+    r = _train(out, "--epochs", "2", "--resume")
+    assert r.returncode == 0 and "resuming after epoch 1" in r.stdout, r.stderr[-3000:]
+    whole = tmp_path / "whole"
+    assert _train(whole, "--epochs", "2").returncode == 0
+    resumed, straight = (json.loads((d / "state.json").read_text())["history"] for d in (out, whole))
+    for key in ("loss", "val_loss", "val_accuracy"):
+        assert resumed[key] == pytest.approx(straight[key], rel=1e-5), key
+
+    r = _train(out, "--epochs", "3", "--resume")
     assert r.returncode != 0 and "different recipe" in (r.stderr + r.stdout)
 
 
