@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -169,9 +170,9 @@ class _Progress:
     """One line per epoch: losses, accuracies, time and ETA; state saved for --resume."""
 
     def __init__(self, keras, out: Path, recipe: Recipe, history: dict, best: float, total_epochs: int,
-                 seed: int):
+                 seed: int, keep_from: int = 0):
         self.k, self.out, self.recipe, self.history, self.best = keras, out, recipe, history, best
-        self.seed = seed
+        self.seed, self.keep_from = seed, keep_from
         self.total = total_epochs
         self.times: list[float] = []
 
@@ -208,6 +209,9 @@ class _Progress:
             model.save(self.out / "best.keras")
             mark = " *best"
         model.save(self.out / "last.keras")
+        if self.keep_from and epoch + 1 >= self.keep_from:
+            (self.out / "snap").mkdir(exist_ok=True)
+            shutil.copyfile(self.out / "last.keras", self.out / "snap" / f"epoch_{epoch + 1}.keras")
         state = {"epoch": epoch + 1, "best_val_accuracy": self.best, "history": self.history,
                  "recipe": asdict(self.recipe)}
         tmp = self.out / "state.json.tmp"
@@ -251,7 +255,7 @@ def train(args) -> Path:
     print(f"model {recipe.arch}: {model.count_params():,} params, {count_macs(model) / 1e6:.1f} M MACs/face; "
           f"recipe {asdict(recipe)}", flush=True)
     val = (va.x[..., None].astype(np.float32), np.eye(len(LABELS), dtype=np.float32)[va.y])
-    prog = _Progress(keras, out, recipe, history, best, recipe.epochs, args.seed)
+    prog = _Progress(keras, out, recipe, history, best, recipe.epochs, args.seed, args.keep_from)
     end = recipe.epochs if not args.stop_after else min(recipe.epochs, start + args.stop_after)
     if start < end:
         model.fit(ds, epochs=end, initial_epoch=start, steps_per_epoch=steps,
@@ -282,6 +286,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0: all cores)")
     p.add_argument("--limit", type=int, help="at most this many rows per split (smoke tests)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    p.add_argument("--keep-from", type=int, default=0, metavar="EPOCH",
+                   help="also keep every checkpoint from this epoch on in snap/, for python -m model.average")
     p.add_argument("--stop-after", type=int, metavar="N",
                    help="train at most N epochs in this invocation, export the best so far; --resume goes on")
     args = p.parse_args(argv)

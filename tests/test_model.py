@@ -169,13 +169,23 @@ def test_training_end_to_end_gives_a_contract_model(tmp_path):
     r = _train(out, "--epochs", "2", "--resume")
     assert r.returncode == 0 and "resuming after epoch 1" in r.stdout, r.stderr[-3000:]
     whole = tmp_path / "whole"
-    assert _train(whole, "--epochs", "2").returncode == 0
+    assert _train(whole, "--epochs", "2", "--keep-from", "1").returncode == 0
     resumed, straight = (json.loads((d / "state.json").read_text())["history"] for d in (out, whole))
     for key in ("loss", "val_loss", "val_accuracy"):
         assert resumed[key] == pytest.approx(straight[key], rel=1e-5), key
 
     r = _train(out, "--epochs", "3", "--resume")
     assert r.returncode != 0 and "different recipe" in (r.stderr + r.stdout)
+
+    # Weight averaging over the kept epochs exports whichever of average and best epoch wins on PublicTest.
+    assert sorted(p.name for p in (whole / "snap").iterdir()) == ["epoch_1.keras", "epoch_2.keras"]
+    r = subprocess.run([sys.executable, "-m", "emotion_model.average", "--run", str(whole), "--limit", "300"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "averaged epochs 1-2 (2)" in r.stdout, r.stderr[-3000:]
+    chosen = json.loads((whole / "average.json").read_text())
+    assert chosen["epochs"] == [1, 2]
+    assert (chosen["exported"] == "averaged") == (chosen["public_test_averaged"] > chosen["public_test_best_epoch"])
+    assert Classifier(whole / "emotion_int8.tflite").in_zero == -128
 
 
 def test_flip_averages_the_mirrored_face(astronaut_bgr):

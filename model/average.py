@@ -1,0 +1,116 @@
+"""Average the weights of a run's last epochs (stochastic weight averaging, after the fact).
+
+    python -m model.train --recipe vgg_gap_long --out runs/x --keep-from 45
+    python -m model.average --run runs/x
+
+Near the end of a cosine schedule the weights wander around a flat minimum; their mean often
+sits nearer its centre than any single epoch. The averaged network's BatchNorm statistics
+are recomputed on Training (layer by layer, no augmentation), then it is scored on
+PublicTest next to the run's best checkpoint, and exported in its place only if it is better
+there: PrivateTest is never looked at.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import LABELS
+from . import data as fer
+
+
+def snapshots(run: Path) -> list[tuple[int, Path]]:
+    found = [(int(m.group(1)), p) for p in (run / "snap").glob("epoch_*.keras")
+             if (m := re.fullmatch(r"epoch_(\d+)\.keras", p.name))]
+    return sorted(found)
+
+
+def recalibrate_bn(keras, model, x: np.ndarray, batch: int = 1024) -> None:
+    """Exact Training-set mean and variance at each BatchNorm input, in network order, so each
+    layer sees inputs normalised by the already recalibrated layers before it."""
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        feed = keras.Model(model.input, layer.input)
+        s1 = s2 = 0.0
+        n = 0
+        for i in range(0, len(x), batch):
+            o = feed.predict(x[i:i + batch], verbose=0).astype(np.float64)
+            s1 = s1 + o.sum(axis=(0, 1, 2))
+            s2 = s2 + (o * o).sum(axis=(0, 1, 2))
+            n += o.shape[0] * o.shape[1] * o.shape[2]
+        mean = s1 / n
+        layer.moving_mean.assign(mean.astype(np.float32))
+        layer.moving_variance.assign(np.maximum(s2 / n - mean * mean, 0.0).astype(np.float32))
+
+
+def average(run: Path, data_path=None, limit: int | None = None, first: int = 0, seed: int = 1) -> dict:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    from .arch import ARCHS
+    from .train import export_float, export_int8
+
+    state = json.loads((run / "state.json").read_text())
+    snaps = [(e, p) for e, p in snapshots(run) if e >= first]
+    if not snaps:
+        raise fer.DataError(f"{run / 'snap'}: no epoch snapshots (train with --keep-from)")
+    keras.mixed_precision.set_global_policy("float32")
+    arch = state["recipe"]["arch"]
+    t = time.monotonic()
+    d = fer.load(data_path, splits=("Training", "PublicTest"), limit=limit)
+    tr, va = d["Training"], d["PublicTest"]
+
+    def public_acc(m) -> float:
+        p = m.predict(va.x[..., None].astype(np.float32), batch_size=512, verbose=0)
+        return float((p.argmax(1) == va.y).mean())
+
+    weights = [keras.models.load_model(p).get_weights() for _, p in snaps]
+    model = ARCHS[arch]()
+    model.set_weights([np.mean([w[i] for w in weights], axis=0) for i in range(len(weights[0]))])
+    recalibrate_bn(keras, model, tr.x[..., None].astype(np.float32))
+    best = ARCHS[arch]()
+    best.set_weights(keras.models.load_model(run / "best.keras").get_weights())
+    acc_avg, acc_best = public_acc(model), public_acc(best)
+    epochs = [e for e, _ in snaps]
+    use = acc_avg > acc_best
+    print(f"averaged epochs {epochs[0]}-{epochs[-1]} ({len(epochs)}): PublicTest {acc_avg:.4f}; "
+          f"best single epoch {acc_best:.4f} -> exporting the {'average' if use else 'best epoch'} "
+          f"({time.monotonic() - t:.0f}s)", flush=True)
+    model.save(run / "averaged.keras")
+    result = {"epochs": epochs, "public_test_averaged": round(acc_avg, 4),
+              "public_test_best_epoch": round(acc_best, 4), "exported": "averaged" if use else "best"}
+    chosen = model if use else best
+    rng = np.random.default_rng(seed)
+    rep = tr.x[rng.choice(len(tr), size=min(500, len(tr)), replace=False)]
+    export_int8(chosen, rep, run / "emotion_int8.tflite")
+    export_float(chosen, run / "emotion_float.tflite")
+    (run / "labels.txt").write_text("\n".join(LABELS) + "\n")
+    (run / "average.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m model.average", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="a training run directory with snap/epoch_N.keras files")
+    p.add_argument("--from-epoch", type=int, default=0, help="average snapshots from this epoch on (default: all)")
+    p.add_argument("--data", help="fer2013.csv[.gz] or image folder (default: ../shared/data/fer2013.csv.gz)")
+    p.add_argument("--limit", type=int, help="at most this many rows per split (smoke tests)")
+    p.add_argument("--seed", type=int, default=1, help="picks the quantization's representative images")
+    args = p.parse_args(argv)
+    run = Path(args.run)
+    if not (run / "state.json").is_file():
+        print(f"error: {run}: not a training run (no state.json)", file=sys.stderr)
+        return 2
+    return fer.cli(lambda: average(run, args.data, args.limit, args.from_epoch, args.seed))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
