@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 
 SCHEMA_VERSION = 1
 
@@ -46,13 +47,13 @@ class Event:
             d["source"] = self.source
         return d
 
-    def to_json(self) -> str:
+    @cached_property
+    def _json(self) -> str:
         # Several outputs (stdout, MQTT, HTTP view) want the same text each frame: encode once.
-        cached = self.__dict__.get("_json")
-        if cached is None:
-            cached = json.dumps(self.to_dict(), separators=(",", ":"))
-            self.__dict__["_json"] = cached
-        return cached
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    def to_json(self) -> str:
+        return self._json
 
     @property
     def largest(self) -> Face | None:

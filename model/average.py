@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from . import LABELS
 from . import data as fer
 
 
@@ -54,14 +53,12 @@ def average(run: Path, data_path=None, limit: int | None = None, first: int = 0,
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from .arch import ARCHS
-    from .train import export_float, export_int8
+    from .train import export_run, float32_model
 
     state = json.loads((run / "state.json").read_text())
     snaps = [(e, p) for e, p in snapshots(run) if e >= first]
     if not snaps:
         raise fer.DataError(f"{run / 'snap'}: no epoch snapshots (train with --keep-from)")
-    keras.mixed_precision.set_global_policy("float32")
     arch = state["recipe"]["arch"]
     t = time.monotonic()
     d = fer.load(data_path, splits=("Training", "PublicTest"), limit=limit)
@@ -71,12 +68,11 @@ def average(run: Path, data_path=None, limit: int | None = None, first: int = 0,
         p = m.predict(va.x[..., None].astype(np.float32), batch_size=512, verbose=0)
         return float((p.argmax(1) == va.y).mean())
 
+    best = float32_model(keras, arch, run / "best.keras")
     weights = [keras.models.load_model(p).get_weights() for _, p in snaps]
-    model = ARCHS[arch]()
+    model = keras.models.clone_model(best)
     model.set_weights([np.mean([w[i] for w in weights], axis=0) for i in range(len(weights[0]))])
     recalibrate_bn(keras, model, tr.x[..., None].astype(np.float32))
-    best = ARCHS[arch]()
-    best.set_weights(keras.models.load_model(run / "best.keras").get_weights())
     acc_avg, acc_best = public_acc(model), public_acc(best)
     epochs = [e for e, _ in snaps]
     use = acc_avg > acc_best
@@ -86,12 +82,7 @@ def average(run: Path, data_path=None, limit: int | None = None, first: int = 0,
     model.save(run / "averaged.keras")
     result = {"epochs": epochs, "public_test_averaged": round(acc_avg, 4),
               "public_test_best_epoch": round(acc_best, 4), "exported": "averaged" if use else "best"}
-    chosen = model if use else best
-    rng = np.random.default_rng(seed)
-    rep = tr.x[rng.choice(len(tr), size=min(500, len(tr)), replace=False)]
-    export_int8(chosen, rep, run / "emotion_int8.tflite")
-    export_float(chosen, run / "emotion_float.tflite")
-    (run / "labels.txt").write_text("\n".join(LABELS) + "\n")
+    export_run(model if use else best, tr.x, seed, run)
     (run / "average.json").write_text(json.dumps(result, indent=1))
     return result
 

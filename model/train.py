@@ -122,16 +122,27 @@ def build(keras, recipe: Recipe, steps: int):
     return model
 
 
-def _float32_copy(keras, recipe: Recipe, model):
-    """The same weights in an all-float32 graph, so the converters never see bfloat16."""
-    if recipe.precision == "float32":
-        return model
+def float32_model(keras, arch: str, source):
+    """``source``'s weights (a model or a .keras path) in an all-float32 graph of ``arch``, so the
+    converters never see bfloat16, whatever policy the run trained under."""
     from .arch import ARCHS
 
+    if not hasattr(source, "get_weights"):
+        source = keras.models.load_model(source)
     keras.mixed_precision.set_global_policy("float32")
-    clone = ARCHS[recipe.arch]()
-    clone.set_weights(model.get_weights())
+    clone = ARCHS[arch]()
+    clone.set_weights(source.get_weights())
     return clone
+
+
+def export_run(model, train_x: np.ndarray, seed: int, out: Path) -> None:
+    """int8 and float TFLite plus labels into a run directory; the representative images are a
+    seeded sample of Training."""
+    rng = np.random.default_rng(seed)
+    rep = train_x[rng.choice(len(train_x), size=min(500, len(train_x)), replace=False)]
+    export_int8(model, rep, out / "emotion_int8.tflite")
+    export_float(model, out / "emotion_float.tflite")
+    (out / "labels.txt").write_text("\n".join(LABELS) + "\n")
 
 
 def export_int8(model, rep_images: np.ndarray, path: Path) -> bytes:
@@ -261,12 +272,7 @@ def train(args) -> Path:
         model.fit(ds, epochs=end, initial_epoch=start, steps_per_epoch=steps,
                   validation_data=val, validation_batch_size=512, verbose=0, callbacks=[prog.callback()])
 
-    best_model = _float32_copy(keras, recipe, keras.models.load_model(out / "best.keras"))
-    rng = np.random.default_rng(args.seed)
-    rep = tr.x[rng.choice(len(tr), size=min(500, len(tr)), replace=False)]
-    export_int8(best_model, rep, out / "emotion_int8.tflite")
-    export_float(best_model, out / "emotion_float.tflite")
-    (out / "labels.txt").write_text("\n".join(LABELS) + "\n")
+    export_run(float32_model(keras, recipe.arch, out / "best.keras"), tr.x, args.seed, out)
     print(f"exported {out / 'emotion_int8.tflite'} and {out / 'emotion_float.tflite'} "
           f"(best PublicTest {prog.best:.4f})", flush=True)
     return out
