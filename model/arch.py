@@ -11,7 +11,9 @@ def _conv_bn(x, filters, name):
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def vgg_gap(num_classes: int = 7, dropout: float = 0.4) -> keras.Model:
+def vgg_gap(num_classes: int = 7, dropout: float = 0.4,
+            plan=((32, 2), (64, 2), (128, 3), (256, 2)), spatial_drop: float = 0.1,
+            name: str = "vgg_gap") -> keras.Model:
     """VGG-style 2-2-3-2 convs at 32-64-128-256 channels, BN + ReLU, global average pooling.
 
     About 1.3 M parameters and 140 M MACs per 48x48 face; the extra conv sits at 12x12
@@ -20,18 +22,26 @@ def vgg_gap(num_classes: int = 7, dropout: float = 0.4) -> keras.Model:
     inp = keras.Input((48, 48, 1), name="gray")
     # The model contract takes raw 0..255 pixels; normalisation lives here.
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="normalise")(inp)
-    plan = [(32, 2), (64, 2), (128, 3), (256, 2)]
     for b, (f, n) in enumerate(plan, 1):
         for i in range(1, n + 1):
             x = _conv_bn(x, f, f"b{b}c{i}")
         if b < len(plan):
             x = layers.MaxPooling2D(name=f"b{b}_pool")(x)
-            x = layers.SpatialDropout2D(0.1 * b, name=f"b{b}_drop")(x)
+            x = layers.SpatialDropout2D(spatial_drop * b, name=f"b{b}_drop")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="head_drop")(x)
     # float32 even under a mixed policy: softmax and the loss need more than bf16's 8 bits.
     out = layers.Dense(num_classes, activation="softmax", name="scores", dtype="float32")(x)
-    return keras.Model(inp, out, name="vgg_gap")
+    return keras.Model(inp, out, name=name)
+
+
+def vgg_wide(num_classes: int = 7) -> keras.Model:
+    """vgg_gap with MACs moved from 48x48 to 6x6: one conv at full resolution instead of two pays
+    for 320 channels in the last block (132 M MACs, 1.7 M parameters, 14 % faster to train), and
+    half the dropout, because vgg_gap's augmented training accuracy only reached its PublicTest
+    accuracy at the end of 60 epochs."""
+    return vgg_gap(num_classes, dropout=0.25, plan=((32, 1), (64, 2), (128, 3), (320, 2)),
+                   spatial_drop=0.05, name="vgg_wide")
 
 
 def thesis_cnn(num_classes: int = 7) -> keras.Model:
@@ -48,7 +58,7 @@ def thesis_cnn(num_classes: int = 7) -> keras.Model:
     return keras.Model(inp, out, name="thesis_cnn")
 
 
-ARCHS = {"vgg_gap": vgg_gap, "thesis": thesis_cnn}
+ARCHS = {"vgg_gap": vgg_gap, "vgg_wide": vgg_wide, "thesis": thesis_cnn}
 
 
 def count_macs(model: keras.Model) -> int:

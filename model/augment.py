@@ -27,14 +27,22 @@ def _affine(n, seed, max_rot_deg, max_shift, zoom):
     return tf.stack([a0, a1, a2, b0, b1, b2, z, z], axis=1)
 
 
-def augment(x, seed, erase_p: float = 0.5):
+# "light" keeps the geometry (Haar crops jitter by that much at run time) and the lighting
+# (camera vs web photo), and halves the occlusion, the strongest regulariser of the set.
+LEVELS = {
+    "full": {"max_rot_deg": 15.0, "erase_p": 0.5, "erase_max": 12.0},
+    "light": {"max_rot_deg": 10.0, "erase_p": 0.25, "erase_max": 8.0},
+}
+
+
+def augment(x, seed, max_rot_deg: float = 15.0, erase_p: float = 0.5, erase_max: float = 12.0):
     """x: float32 [N,48,48,1] in 0..255; seed: int32 [2] tensor."""
     n = tf.shape(x)[0]
     seed = tf.cast(seed, tf.int32)
     s = tf.random.stateless_uniform
     flip = s([n, 1, 1, 1], seed=seed + [0, 10]) < 0.5
     x = tf.where(flip, tf.reverse(x, axis=[2]), x)
-    t = _affine(n, seed + [0, 20], max_rot_deg=15.0, max_shift=0.1, zoom=0.12)
+    t = _affine(n, seed + [0, 20], max_rot_deg=max_rot_deg, max_shift=0.1, zoom=0.12)
     x = tf.raw_ops.ImageProjectiveTransformV3(
         images=x, transforms=t, output_shape=[48, 48], fill_value=0.0,
         interpolation="BILINEAR", fill_mode="REFLECT")
@@ -48,8 +56,8 @@ def augment(x, seed, erase_p: float = 0.5):
     # Random erasing: occlusion robustness (hands, glasses), and a regulariser.
     cy = s([n, 1, 1, 1], seed=seed + [0, 40], minval=0.0, maxval=48.0)
     cx = s([n, 1, 1, 1], seed=seed + [0, 41], minval=0.0, maxval=48.0)
-    hh = s([n, 1, 1, 1], seed=seed + [0, 42], minval=4.0, maxval=12.0)
-    hw = s([n, 1, 1, 1], seed=seed + [0, 43], minval=4.0, maxval=12.0)
+    hh = s([n, 1, 1, 1], seed=seed + [0, 42], minval=4.0, maxval=erase_max)
+    hw = s([n, 1, 1, 1], seed=seed + [0, 43], minval=4.0, maxval=erase_max)
     on = tf.cast(s([n, 1, 1, 1], seed=seed + [0, 44]) < erase_p, tf.float32)
     yy = tf.reshape(tf.range(48, dtype=tf.float32), [1, 48, 1, 1])
     xx = tf.reshape(tf.range(48, dtype=tf.float32), [1, 1, 48, 1])

@@ -198,3 +198,15 @@ def test_flip_averages_the_mirrored_face(astronaut_bgr):
     w = gray.shape[1]
     expected = (plain.classify(gray, box) + plain.classify(mirrored, [(w - 270, 40, 100, 100)])) / 2
     np.testing.assert_allclose(flipped.classify(gray, box), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("recipe", ["vgg_gap", "vgg_wide"])
+def test_recipes_fit_the_pi_budget(recipe):
+    """The issue's budget: at most 150 M MACs per face and 2 MB as int8 (about a byte per weight)."""
+    pytest.importorskip("keras")
+    from emotion_model.arch import ARCHS, count_macs
+    from emotion_model.train import RECIPES
+
+    model = ARCHS[RECIPES[recipe].arch]()
+    assert count_macs(model) <= 150e6
+    assert model.count_params() <= 1.9e6
