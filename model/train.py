@@ -73,7 +73,20 @@ def _setup_tf(threads: int, seed: int, precision: str = "float32"):
     return tf, keras
 
 
-def _train_dataset(tf, x, y, recipe: Recipe, seed: int, start_epoch: int):
+def teacher_targets(y: np.ndarray, x: np.ndarray, teachers: list[str], alpha: float) -> np.ndarray:
+    """Soft targets for distillation: (1 - alpha) * one-hot + alpha * the teachers' mean scores,
+    flip-averaged. Computed once on the unaugmented faces (TFLite teachers, so a run's Keras
+    checkpoints need not survive); the mild augmentation keeps the face close enough to them."""
+    from .evaluate import tflite_scores
+
+    soft = np.zeros((len(y), len(LABELS)), np.float64)
+    for t in teachers:
+        soft += tflite_scores(t, x) + tflite_scores(t, np.ascontiguousarray(x[:, :, ::-1]))
+    soft /= soft.sum(axis=1, keepdims=True)
+    return ((1 - alpha) * np.eye(len(LABELS))[y] + alpha * soft).astype(np.float32)
+
+
+def _train_dataset(tf, x, y, recipe: Recipe, seed: int, start_epoch: int, targets: np.ndarray | None = None):
     """Per-epoch seeded permutations; batch k of epoch e is augmented with seed (seed, e*10^5+k)."""
     n = len(y)
     steps = n // recipe.batch
@@ -85,7 +98,7 @@ def _train_dataset(tf, x, y, recipe: Recipe, seed: int, start_epoch: int):
                 yield perm[k * recipe.batch:(k + 1) * recipe.batch], np.array([seed, epoch * 100_000 + k], np.int32)
 
     xs = tf.constant(x[..., None].astype(np.float32))
-    ys = tf.constant(np.eye(len(LABELS), dtype=np.float32)[y])
+    ys = tf.constant(np.eye(len(LABELS), dtype=np.float32)[y] if targets is None else targets)
     from .augment import LEVELS, augment
 
     def load(idx, s):
@@ -185,8 +198,9 @@ class _Progress:
     """One line per epoch: losses, accuracies, time and ETA; state saved for --resume."""
 
     def __init__(self, keras, out: Path, recipe: Recipe, history: dict, best: float, total_epochs: int,
-                 seed: int, keep_from: int = 0):
+                 seed: int, keep_from: int = 0, teachers: dict | None = None):
         self.k, self.out, self.recipe, self.history, self.best = keras, out, recipe, history, best
+        self.teachers = teachers
         self.seed, self.keep_from = seed, keep_from
         self.total = total_epochs
         self.times: list[float] = []
@@ -228,7 +242,7 @@ class _Progress:
             (self.out / "snap").mkdir(exist_ok=True)
             shutil.copyfile(self.out / "last.keras", self.out / "snap" / f"epoch_{epoch + 1}.keras")
         state = {"epoch": epoch + 1, "best_val_accuracy": self.best, "history": self.history,
-                 "recipe": asdict(self.recipe)}
+                 "recipe": asdict(self.recipe), "teachers": self.teachers}
         tmp = self.out / "state.json.tmp"
         tmp.write_text(json.dumps(state, indent=1))
         tmp.replace(self.out / "state.json")
@@ -243,6 +257,11 @@ def train(args) -> Path:
     over = {k: getattr(args, k) for k in ("epochs", "batch", "lr", "precision") if getattr(args, k) is not None}
     if over:
         recipe = Recipe(**{**asdict(recipe), **over})
+    for t in args.teacher:
+        if not Path(t).is_file():
+            raise SystemExit(f"--teacher: no such model: {t}")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise SystemExit(f"--alpha must be between 0 and 1, not {args.alpha}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tf, keras = _setup_tf(args.threads, args.seed, recipe.precision)
@@ -252,15 +271,25 @@ def train(args) -> Path:
     tr, va = d["Training"], d["PublicTest"]
     print(f"data: {len(tr)} Training, {len(va)} PublicTest rows ({time.monotonic() - t:.1f}s)", flush=True)
 
+    teachers = {"models": [str(Path(t).resolve()) for t in args.teacher], "alpha": args.alpha} if args.teacher else None
     start, history, best = 0, {}, -1.0
     state_path = out / "state.json"
     if args.resume and state_path.exists():
         state = json.loads(state_path.read_text())
         if state["recipe"] != asdict(recipe):
             raise SystemExit(f"--resume: {state_path} was written by a different recipe: {state['recipe']}")
+        if state.get("teachers") != teachers:
+            raise SystemExit(f"--resume: {state_path} was written with other teachers: {state.get('teachers')}")
         start, history, best = state["epoch"], state["history"], state["best_val_accuracy"]
         print(f"resuming after epoch {start} (best PublicTest {best:.4f})", flush=True)
-    ds, steps = _train_dataset(tf, tr.x, tr.y, recipe, args.seed, start)
+    targets = None
+    if teachers:
+        t = time.monotonic()
+        targets = teacher_targets(tr.y, tr.x, args.teacher, args.alpha)
+        agree = float((targets.argmax(1) == tr.y).mean())
+        print(f"teachers: {len(args.teacher)} models, alpha {args.alpha}; soft targets agree with the labels on "
+              f"{agree:.1%} of Training ({time.monotonic() - t:.1f}s)", flush=True)
+    ds, steps = _train_dataset(tf, tr.x, tr.y, recipe, args.seed, start, targets)
     if start:
         model = keras.models.load_model(out / "last.keras")
     else:
@@ -270,7 +299,7 @@ def train(args) -> Path:
     print(f"model {recipe.arch}: {model.count_params():,} params, {count_macs(model) / 1e6:.1f} M MACs/face; "
           f"recipe {asdict(recipe)}", flush=True)
     val = (va.x[..., None].astype(np.float32), np.eye(len(LABELS), dtype=np.float32)[va.y])
-    prog = _Progress(keras, out, recipe, history, best, recipe.epochs, args.seed, args.keep_from)
+    prog = _Progress(keras, out, recipe, history, best, recipe.epochs, args.seed, args.keep_from, teachers)
     end = recipe.epochs if not args.stop_after else min(recipe.epochs, start + args.stop_after)
     if start < end:
         model.fit(ds, epochs=end, initial_epoch=start, steps_per_epoch=steps,
@@ -295,6 +324,10 @@ def main(argv=None) -> int:
     p.add_argument("--precision", choices=("float32", "mixed_bfloat16"),
                    help="override the recipe's; whether bfloat16 pays depends on the CPU (measured: 1.45x "
                         "faster on one machine, 1.5x slower on another with AVX512-BF16 but no AMX)")
+    p.add_argument("--teacher", action="append", default=[], metavar="TFLITE",
+                   help="distil from this model's scores (repeat for an ensemble); computed once on Training")
+    p.add_argument("--alpha", type=float, default=0.7,
+                   help="weight of the teachers' scores in the targets (default 0.7; the rest is the label)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0: all cores)")
     p.add_argument("--limit", type=int, help="at most this many rows per split (smoke tests)")

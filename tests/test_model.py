@@ -210,3 +210,23 @@ def test_recipes_fit_the_pi_budget(recipe):
     model = ARCHS[RECIPES[recipe].arch]()
     assert count_macs(model) <= 150e6
     assert model.count_params() <= 1.9e6
+
+
+@pytest.mark.slow
+def test_distillation_from_tflite_teachers(tmp_path):
+    if not FER_CSV.exists():
+        pytest.skip(f"FER2013 not found at {FER_CSV}")
+    teacher = ROOT / "model" / "emotion_int8.tflite"
+    assert "no such model" in _train(tmp_path / "x", "--teacher", str(tmp_path / "nope.tflite")).stderr
+    assert "between 0 and 1" in _train(tmp_path / "x", "--teacher", str(teacher), "--alpha", "1.5").stderr
+
+    out = tmp_path / "student"
+    r = _train(out, "--epochs", "1", "--teacher", str(teacher), "--alpha", "0.5")
+    assert r.returncode == 0, r.stderr[-3000:]
+    # With alpha 0.5 the label keeps half the weight, so the arg-max target is the label on every face.
+    assert "teachers: 1 models, alpha 0.5; soft targets agree with the labels on 100.0%" in r.stdout
+    state = json.loads((out / "state.json").read_text())
+    assert state["teachers"] == {"models": [str(teacher.resolve())], "alpha": 0.5}
+    assert Classifier(out / "emotion_int8.tflite").in_zero == -128
+    r = _train(out, "--epochs", "1", "--resume")  # same recipe, no teacher
+    assert r.returncode != 0 and "other teachers" in (r.stderr + r.stdout)
