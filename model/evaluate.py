@@ -21,18 +21,21 @@ from . import LABELS
 from . import data as fer
 
 
-def tflite_scores(model_path: str | Path, x: np.ndarray, batch: int = 256, threads: int = 2) -> np.ndarray:
-    """Probabilities [N,7] for uint8 faces [N,48,48] via the runtime's own preprocessing."""
+def tflite_scores(model_path: str | Path, x: np.ndarray, batch: int = 256, threads: int = 2,
+                  flip: bool = False) -> np.ndarray:
+    """Probabilities [N,7] for uint8 faces [N,48,48] via the runtime's own preprocessing;
+    with ``flip``, averaged with the mirrored faces' scores."""
     from edge.classify import Classifier
     from edge.preprocess import quantize
 
     clf = Classifier(model_path, threads=threads)
-    out = []
-    for i in range(0, len(x), batch):
-        q = quantize(
-            x[i:i + batch], clf.in_scale, clf.in_zero, clf.in_dtype)
-        out.append(clf.scores_for_input(q))
-    return np.concatenate(out)
+
+    def run(faces):
+        return np.concatenate([clf.scores_for_input(quantize(faces[i:i + batch], clf.in_scale, clf.in_zero,
+                                                             clf.in_dtype)) for i in range(0, len(faces), batch)])
+
+    p = run(x)
+    return (p + run(np.ascontiguousarray(x[:, :, ::-1]))) / 2 if flip else p
 
 
 def keras_scores(model_path: str | Path, x: np.ndarray) -> np.ndarray:

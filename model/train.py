@@ -36,26 +36,25 @@ class Recipe:
     weight_decay: float
     warmup_epochs: int
     label_smoothing: float
-    augment: bool
+    augment: str | None  # a level of augment.LEVELS, or None
     optimizer: str
     # "mixed_bfloat16" trained 1.45x faster on one machine (509 vs 740 ms per 128-face step) but
     # 1.5x slower on another with AVX512-BF16 and no AMX; exports are always rebuilt in float32.
     precision: str = "float32"
-    augment_level: str = "full"
 
 
 RECIPES = {
     "vgg_gap": Recipe("vgg_gap", epochs=32, batch=128, lr=2e-3, weight_decay=0.02, warmup_epochs=3,
-                      label_smoothing=0.1, augment=True, optimizer="adamw"),
+                      label_smoothing=0.1, augment="full", optimizer="adamw"),
     # Same network and augmentation, a longer cosine schedule in bf16 to fit the time.
     "vgg_gap_long": Recipe("vgg_gap", epochs=60, batch=128, lr=2e-3, weight_decay=0.02, warmup_epochs=3,
-                           label_smoothing=0.1, augment=True, optimizer="adamw", precision="mixed_bfloat16"),
-    # More width at 6x6, half the dropout and lighter occlusion: vgg_gap_long underfits.
+                           label_smoothing=0.1, augment="full", optimizer="adamw", precision="mixed_bfloat16"),
+    # More width at 6x6, half the dropout, lighter occlusion: fits Training better, ties on PublicTest.
     "vgg_wide": Recipe("vgg_wide", epochs=46, batch=128, lr=2e-3, weight_decay=0.02, warmup_epochs=3,
-                       label_smoothing=0.1, augment=True, optimizer="adamw", augment_level="light"),
+                       label_smoothing=0.1, augment="light", optimizer="adamw"),
     # The thesis: Adam 1e-3, batch 64, 15 epochs, no augmentation, plain cross-entropy.
     "thesis": Recipe("thesis", epochs=15, batch=64, lr=1e-3, weight_decay=0.0, warmup_epochs=0,
-                     label_smoothing=0.0, augment=False, optimizer="adam"),
+                     label_smoothing=0.0, augment=None, optimizer="adam"),
 }
 
 
@@ -79,9 +78,7 @@ def teacher_targets(y: np.ndarray, x: np.ndarray, teachers: list[str], alpha: fl
     checkpoints need not survive); the mild augmentation keeps the face close enough to them."""
     from .evaluate import tflite_scores
 
-    soft = np.zeros((len(y), len(LABELS)), np.float64)
-    for t in teachers:
-        soft += tflite_scores(t, x) + tflite_scores(t, np.ascontiguousarray(x[:, :, ::-1]))
+    soft = np.mean([tflite_scores(t, x, flip=True) for t in teachers], axis=0)
     soft /= soft.sum(axis=1, keepdims=True)
     return ((1 - alpha) * np.eye(len(LABELS))[y] + alpha * soft).astype(np.float32)
 
@@ -104,7 +101,7 @@ def _train_dataset(tf, x, y, recipe: Recipe, seed: int, start_epoch: int, target
     def load(idx, s):
         xb, yb = tf.gather(xs, idx), tf.gather(ys, idx)
         if recipe.augment:
-            xb = augment(xb, s, **LEVELS[recipe.augment_level])
+            xb = augment(xb, s, **LEVELS[recipe.augment])
         return xb, yb
 
     ds = tf.data.Dataset.from_generator(
