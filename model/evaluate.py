@@ -98,8 +98,9 @@ def plot_history(state: dict, path: Path, title: str = "training") -> None:
 
     history = state.get("history", state)
     recipe = state.get("recipe", {})
-    how = [w for w, on in (("augmented", recipe.get("augment")), ("smoothed labels", recipe.get("label_smoothing")))
-           if on]
+    teachers = state.get("teachers")
+    how = [w for w, on in (("augmented", recipe.get("augment")), ("smoothed labels", recipe.get("label_smoothing")),
+                           ("distilled", teachers)) if on]
     train_label = "Training" + (f" ({', '.join(how)})" if how else "")
     ep = np.arange(1, len(history["loss"]) + 1)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)

@@ -195,9 +195,9 @@ class _Progress:
     """One line per epoch: losses, accuracies, time and ETA; state saved for --resume."""
 
     def __init__(self, keras, out: Path, recipe: Recipe, history: dict, best: float, total_epochs: int,
-                 seed: int, keep_from: int = 0, teachers: dict | None = None):
+                 seed: int, keep_from: int = 0, teachers: dict | None = None, init: str | None = None):
         self.k, self.out, self.recipe, self.history, self.best = keras, out, recipe, history, best
-        self.teachers = teachers
+        self.teachers, self.init = teachers, init
         self.seed, self.keep_from = seed, keep_from
         self.total = total_epochs
         self.times: list[float] = []
@@ -239,7 +239,8 @@ class _Progress:
             (self.out / "snap").mkdir(exist_ok=True)
             shutil.copyfile(self.out / "last.keras", self.out / "snap" / f"epoch_{epoch + 1}.keras")
         state = {"epoch": epoch + 1, "best_val_accuracy": self.best, "history": self.history,
-                 "recipe": asdict(self.recipe), "teachers": self.teachers}
+                 "recipe": asdict(self.recipe), "teachers": self.teachers,
+                 "init": self.init}
         tmp = self.out / "state.json.tmp"
         tmp.write_text(json.dumps(state, indent=1))
         tmp.replace(self.out / "state.json")
@@ -251,12 +252,15 @@ class _Progress:
 
 def train(args) -> Path:
     recipe = RECIPES[args.recipe]
-    over = {k: getattr(args, k) for k in ("epochs", "batch", "lr", "precision") if getattr(args, k) is not None}
+    over = {k: getattr(args, k) for k in ("epochs", "batch", "lr", "warmup_epochs", "precision")
+            if getattr(args, k) is not None}
     if over:
         recipe = Recipe(**{**asdict(recipe), **over})
     for t in args.teacher:
         if not Path(t).is_file():
             raise SystemExit(f"--teacher: no such model: {t}")
+    if args.init and not Path(args.init).is_file():
+        raise SystemExit(f"--init: no such model: {args.init}")
     if not 0.0 <= args.alpha <= 1.0:
         raise SystemExit(f"--alpha must be between 0 and 1, not {args.alpha}")
     out = Path(args.out)
@@ -269,6 +273,7 @@ def train(args) -> Path:
     print(f"data: {len(tr)} Training, {len(va)} PublicTest rows ({time.monotonic() - t:.1f}s)", flush=True)
 
     teachers = {"models": [str(Path(t).resolve()) for t in args.teacher], "alpha": args.alpha} if args.teacher else None
+    init = str(Path(args.init).resolve()) if args.init else None
     start, history, best = 0, {}, -1.0
     state_path = out / "state.json"
     if args.resume and state_path.exists():
@@ -277,6 +282,8 @@ def train(args) -> Path:
             raise SystemExit(f"--resume: {state_path} was written by a different recipe: {state['recipe']}")
         if state.get("teachers") != teachers:
             raise SystemExit(f"--resume: {state_path} was written with other teachers: {state.get('teachers')}")
+        if state.get("init") != init:
+            raise SystemExit(f"--resume: {state_path} was started from another model: {state.get('init')}")
         start, history, best = state["epoch"], state["history"], state["best_val_accuracy"]
         print(f"resuming after epoch {start} (best PublicTest {best:.4f})", flush=True)
     targets = None
@@ -291,12 +298,18 @@ def train(args) -> Path:
         model = keras.models.load_model(out / "last.keras")
     else:
         model = build(keras, recipe, steps)
+        if init:
+            from .warmstart import load_tflite_weights
+
+            sample = tr.x[np.random.default_rng(args.seed).choice(len(tr.x), min(4096, len(tr.x)), replace=False)]
+            load_tflite_weights(model, init, sample)
+            print(f"initialised from {args.init}", flush=True)
     from .arch import count_macs
 
     print(f"model {recipe.arch}: {model.count_params():,} params, {count_macs(model) / 1e6:.1f} M MACs/face; "
           f"recipe {asdict(recipe)}", flush=True)
     val = (va.x[..., None].astype(np.float32), np.eye(len(LABELS), dtype=np.float32)[va.y])
-    prog = _Progress(keras, out, recipe, history, best, recipe.epochs, args.seed, args.keep_from, teachers)
+    prog = _Progress(keras, out, recipe, history, best, recipe.epochs, args.seed, args.keep_from, teachers, init)
     end = recipe.epochs if not args.stop_after else min(recipe.epochs, start + args.stop_after)
     if start < end:
         model.fit(ds, epochs=end, initial_epoch=start, steps_per_epoch=steps,
@@ -318,6 +331,11 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch", type=int)
     p.add_argument("--lr", type=float)
+    p.add_argument("--warmup", dest="warmup_epochs", type=int, metavar="EPOCHS",
+                   help="override the recipe's learning-rate warm-up")
+    p.add_argument("--init", metavar="TFLITE",
+                   help="start from this int8 model's weights (same architecture) instead of from scratch: "
+                        "fine-tuning, e.g. with --teacher, a lower --lr and a short schedule")
     p.add_argument("--precision", choices=("float32", "mixed_bfloat16"),
                    help="override the recipe's; whether bfloat16 pays depends on the CPU (measured: 1.45x "
                         "faster on one machine, 1.5x slower on another with AVX512-BF16 but no AMX)")

@@ -230,3 +230,46 @@ def test_distillation_from_tflite_teachers(tmp_path):
     assert Classifier(out / "emotion_int8.tflite").in_zero == -128
     r = _train(out, "--epochs", "1", "--resume")  # same recipe, no teacher
     assert r.returncode != 0 and "other teachers" in (r.stderr + r.stdout)
+
+
+def test_warm_start_reproduces_the_tflite_model(fer_data):
+    """--init rebuilds a Keras network from an int8 model (BatchNorm folded away by the converter):
+    it must predict what the TFLite model predicts, in inference and in training mode."""
+    pytest.importorskip("keras")
+    from emotion_model.arch import ARCHS
+    from emotion_model.evaluate import tflite_scores
+    from emotion_model.warmstart import load_tflite_weights
+
+    shipped = ROOT / "model" / "emotion_int8.tflite"
+    calib, faces = fer_data["PublicTest"].x[:1024], fer_data["PrivateTest"].x[:1024]
+    model = ARCHS["vgg_gap"]()
+    load_tflite_weights(model, shipped, calib)
+    want = tflite_scores(shipped, faces).argmax(1)
+    x = faces[..., None].astype(np.float32)
+    assert (model.predict(x, batch_size=256, verbose=0).argmax(1) == want).mean() > 0.97
+    # Batch statistics replace the moving ones in training mode; dropout off to compare like with like.
+    for layer in model.layers:
+        if "drop" in layer.name:
+            layer.rate = 0.0
+    assert (model(x[:512], training=True).numpy().argmax(1) == want[:512]).mean() > 0.93
+
+    with pytest.raises(SystemExit, match="do not match"):
+        load_tflite_weights(ARCHS["vgg_wide"](), shipped, calib)
+
+
+@pytest.mark.slow
+def test_fine_tuning_from_a_tflite_model(tmp_path):
+    if not FER_CSV.exists():
+        pytest.skip(f"FER2013 not found at {FER_CSV}")
+    shipped = ROOT / "model" / "emotion_int8.tflite"
+    assert "no such model" in _train(tmp_path / "x", "--init", str(tmp_path / "nope.tflite")).stderr
+    fresh, tuned = tmp_path / "fresh", tmp_path / "tuned"
+    assert _train(fresh, "--epochs", "1").returncode == 0
+    r = _train(tuned, "--epochs", "1", "--lr", "1e-5", "--warmup", "0", "--init", str(shipped))
+    assert r.returncode == 0 and "initialised from" in r.stdout, r.stderr[-3000:]
+    acc = {d.name: json.loads((d / "state.json").read_text())["history"]["val_accuracy"][0] for d in (fresh, tuned)}
+    # One epoch on 300 faces leaves a fresh network near chance; the warm start keeps the shipped accuracy.
+    assert acc["fresh"] < 0.4 < 0.55 < acc["tuned"], acc
+    assert json.loads((tuned / "state.json").read_text())["init"] == str(shipped.resolve())
+    r = _train(tuned, "--epochs", "1", "--lr", "1e-5", "--warmup", "0", "--resume")
+    assert r.returncode != 0 and "another model" in (r.stderr + r.stdout)

@@ -1,0 +1,88 @@
+"""Start a Keras network from a shipped int8 TFLite model's weights.
+
+A run's Keras checkpoints are not kept in the repository (only the TFLite models are), so
+fine-tuning a shipped model, e.g. distilling an ensemble into one of its members, starts from the
+dequantized int8 weights. The converter folded each BatchNorm into its conv's bias; the BatchNorm
+layers are rebuilt so the network computes the same function in both modes: moving statistics set
+to the measured statistics of the conv outputs on Training, gamma and beta chosen to undo them.
+Training-mode batch statistics are then close to the moving ones, so fine-tuning starts from the
+model's accuracy instead of from a scrambled network.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _tflite_layers(path: str | Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(op, dequantized weight, dequantized bias) of each CONV_2D / FULLY_CONNECTED, in graph order."""
+    from edge.tflite import interpreter_class
+
+    it = interpreter_class()(model_path=str(path))
+    it.allocate_tensors()
+    details = {t["index"]: t for t in it.get_tensor_details()}
+
+    def value(i):
+        t = details[i]
+        q = t["quantization_parameters"]
+        raw = it.get_tensor(i)
+        if raw.dtype == np.float32 or not len(q["scales"]):
+            return raw.astype(np.float32)
+        # Per-channel along the quantized dimension (output channels for weights and biases).
+        shape = [1] * raw.ndim
+        shape[q["quantized_dimension"]] = -1
+        scale = q["scales"].reshape(shape) if len(q["scales"]) > 1 else q["scales"][0]
+        zero = q["zero_points"].reshape(shape) if len(q["zero_points"]) > 1 else q["zero_points"][0]
+        return ((raw.astype(np.float64) - zero) * scale).astype(np.float32)
+
+    out = []
+    for op in it._get_ops_details():
+        if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED"):
+            _, w, b = op["inputs"][:3]
+            out.append((op["op_name"], value(w), value(b)))
+    return out
+
+
+def load_tflite_weights(model, path: str | Path, calib_x: np.ndarray) -> None:
+    """Set ``model`` (a network from ``arch.ARCHS``: conv without bias -> BatchNorm -> ReLU blocks
+    and a dense head) to the weights of the TFLite model at ``path``. ``calib_x``: uint8 faces
+    [N,48,48] whose conv-output statistics become the BatchNorm statistics."""
+    import keras
+
+    src = _tflite_layers(path)
+    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)]
+    want = [("CONV_2D", tuple(c.kernel.shape)) for c in convs] + [("FULLY_CONNECTED", tuple(d.kernel.shape))
+                                                                   for d in dense]
+    # TFLite stores conv kernels [out, kh, kw, in] and dense kernels [out, in].
+    have = [(op, tuple(np.moveaxis(w, 0, -1).shape) if op == "CONV_2D" else tuple(w.T.shape))
+            for op, w, _ in src]
+    if want != have:
+        raise SystemExit(f"--init {path}: its layers {have} do not match the network {model.name}'s {want}")
+
+    bns = {}
+    for conv, (_, w, b) in zip(convs, src):
+        conv.kernel.assign(np.moveaxis(w, 0, -1))
+        bn = model.get_layer(conv.name.replace("_conv", "_bn"))
+        bns[bn.name] = (bn, b)
+        # Identity BatchNorm plus the folded bias, until the statistics are measured below.
+        bn.gamma.assign(np.ones_like(b))
+        bn.beta.assign(b)
+        bn.moving_mean.assign(np.zeros_like(b))
+        bn.moving_variance.assign(np.full_like(b, 1.0 - bn.epsilon))
+    for d, (_, w, b) in zip(dense, src[len(convs):]):
+        d.kernel.assign(w.T)
+        d.bias.assign(b)
+
+    probe = keras.Model(model.input, [model.get_layer(n.replace("_bn", "_conv")).output for n in bns])
+    acts = probe.predict(calib_x[..., None].astype(np.float32), batch_size=256, verbose=0)
+    for (bn, b), a in zip(bns.values(), acts):
+        mean = a.mean(axis=(0, 1, 2))
+        var = a.var(axis=(0, 1, 2))
+        std = np.sqrt(var + bn.epsilon)
+        # gamma * (x - mean) / std + beta == x + b  for gamma = std, beta = mean + b.
+        bn.moving_mean.assign(mean)
+        bn.moving_variance.assign(var)
+        bn.gamma.assign(std)
+        bn.beta.assign(mean + b)
