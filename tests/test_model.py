@@ -242,7 +242,7 @@ def test_warm_start_reproduces_the_tflite_model(fer_data):
 
     shipped = ROOT / "model" / "emotion_int8.tflite"
     calib, faces = fer_data["PublicTest"].x[:1024], fer_data["PrivateTest"].x[:1024]
-    model = ARCHS["vgg_gap"]()
+    model = ARCHS["vgg_wide"]()  # the shipped model's network
     load_tflite_weights(model, shipped, calib)
     want = tflite_scores(shipped, faces).argmax(1)
     x = faces[..., None].astype(np.float32)
@@ -254,7 +254,7 @@ def test_warm_start_reproduces_the_tflite_model(fer_data):
     assert (model(x[:512], training=True).numpy().argmax(1) == want[:512]).mean() > 0.93
 
     with pytest.raises(SystemExit, match="do not match"):
-        load_tflite_weights(ARCHS["vgg_wide"](), shipped, calib)
+        load_tflite_weights(ARCHS["vgg_gap"](), shipped, calib)
 
 
 @pytest.mark.slow
@@ -264,12 +264,12 @@ def test_fine_tuning_from_a_tflite_model(tmp_path):
     shipped = ROOT / "model" / "emotion_int8.tflite"
     assert "no such model" in _train(tmp_path / "x", "--init", str(tmp_path / "nope.tflite")).stderr
     fresh, tuned = tmp_path / "fresh", tmp_path / "tuned"
-    assert _train(fresh, "--epochs", "1").returncode == 0
-    r = _train(tuned, "--epochs", "1", "--lr", "1e-5", "--warmup", "0", "--init", str(shipped))
+    assert _train(fresh, "--recipe", "vgg_wide", "--epochs", "1").returncode == 0
+    r = _train(tuned, "--recipe", "vgg_wide", "--epochs", "1", "--lr", "1e-5", "--warmup", "0", "--init", str(shipped))
     assert r.returncode == 0 and "initialised from" in r.stdout, r.stderr[-3000:]
     acc = {d.name: json.loads((d / "state.json").read_text())["history"]["val_accuracy"][0] for d in (fresh, tuned)}
     # One epoch on 300 faces leaves a fresh network near chance; the warm start keeps the shipped accuracy.
     assert acc["fresh"] < 0.4 < 0.55 < acc["tuned"], acc
     assert json.loads((tuned / "state.json").read_text())["init"] == str(shipped.resolve())
-    r = _train(tuned, "--epochs", "1", "--lr", "1e-5", "--warmup", "0", "--resume")
+    r = _train(tuned, "--recipe", "vgg_wide", "--epochs", "1", "--lr", "1e-5", "--warmup", "0", "--resume")
     assert r.returncode != 0 and "another model" in (r.stderr + r.stdout)
