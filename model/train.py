@@ -194,10 +194,9 @@ def export_float(model, path: Path) -> bytes:
 class _Progress:
     """One line per epoch: losses, accuracies, time and ETA; state saved for --resume."""
 
-    def __init__(self, keras, out: Path, recipe: Recipe, history: dict, best: float, total_epochs: int,
-                 seed: int, keep_from: int = 0, teachers: dict | None = None, init: str | None = None):
-        self.k, self.out, self.recipe, self.history, self.best = keras, out, recipe, history, best
-        self.teachers, self.init = teachers, init
+    def __init__(self, keras, out: Path, origin: dict, history: dict, best: float, total_epochs: int,
+                 seed: int, keep_from: int = 0):
+        self.k, self.out, self.origin, self.history, self.best = keras, out, origin, history, best
         self.seed, self.keep_from = seed, keep_from
         self.total = total_epochs
         self.times: list[float] = []
@@ -238,9 +237,7 @@ class _Progress:
         if self.keep_from and epoch + 1 >= self.keep_from:
             (self.out / "snap").mkdir(exist_ok=True)
             shutil.copyfile(self.out / "last.keras", self.out / "snap" / f"epoch_{epoch + 1}.keras")
-        state = {"epoch": epoch + 1, "best_val_accuracy": self.best, "history": self.history,
-                 "recipe": asdict(self.recipe), "teachers": self.teachers,
-                 "init": self.init}
+        state = {"epoch": epoch + 1, "best_val_accuracy": self.best, "history": self.history, **self.origin}
         tmp = self.out / "state.json.tmp"
         tmp.write_text(json.dumps(state, indent=1))
         tmp.replace(self.out / "state.json")
@@ -256,11 +253,9 @@ def train(args) -> Path:
             if getattr(args, k) is not None}
     if over:
         recipe = Recipe(**{**asdict(recipe), **over})
-    for t in args.teacher:
-        if not Path(t).is_file():
-            raise SystemExit(f"--teacher: no such model: {t}")
-    if args.init and not Path(args.init).is_file():
-        raise SystemExit(f"--init: no such model: {args.init}")
+    for flag, path in [("--teacher", t) for t in args.teacher] + ([("--init", args.init)] if args.init else []):
+        if not Path(path).is_file():
+            raise SystemExit(f"{flag}: no such model: {path}")
     if not 0.0 <= args.alpha <= 1.0:
         raise SystemExit(f"--alpha must be between 0 and 1, not {args.alpha}")
     out = Path(args.out)
@@ -274,16 +269,16 @@ def train(args) -> Path:
 
     teachers = {"models": [str(Path(t).resolve()) for t in args.teacher], "alpha": args.alpha} if args.teacher else None
     init = str(Path(args.init).resolve()) if args.init else None
+    # What the run is made from: recorded in state.json, and a resumed run must be made from the same.
+    origin = {"recipe": asdict(recipe), "teachers": teachers, "init": init}
     start, history, best = 0, {}, -1.0
     state_path = out / "state.json"
     if args.resume and state_path.exists():
         state = json.loads(state_path.read_text())
-        if state["recipe"] != asdict(recipe):
-            raise SystemExit(f"--resume: {state_path} was written by a different recipe: {state['recipe']}")
-        if state.get("teachers") != teachers:
-            raise SystemExit(f"--resume: {state_path} was written with other teachers: {state.get('teachers')}")
-        if state.get("init") != init:
-            raise SystemExit(f"--resume: {state_path} was started from another model: {state.get('init')}")
+        for key, why in (("recipe", "was written by a different recipe"), ("teachers", "was written with other teachers"),
+                         ("init", "was started from another model")):
+            if state.get(key) != origin[key]:
+                raise SystemExit(f"--resume: {state_path} {why}: {state.get(key)}")
         start, history, best = state["epoch"], state["history"], state["best_val_accuracy"]
         print(f"resuming after epoch {start} (best PublicTest {best:.4f})", flush=True)
     targets = None
@@ -309,7 +304,7 @@ def train(args) -> Path:
     print(f"model {recipe.arch}: {model.count_params():,} params, {count_macs(model) / 1e6:.1f} M MACs/face; "
           f"recipe {asdict(recipe)}", flush=True)
     val = (va.x[..., None].astype(np.float32), np.eye(len(LABELS), dtype=np.float32)[va.y])
-    prog = _Progress(keras, out, recipe, history, best, recipe.epochs, args.seed, args.keep_from, teachers, init)
+    prog = _Progress(keras, out, origin, history, best, recipe.epochs, args.seed, args.keep_from)
     end = recipe.epochs if not args.stop_after else min(recipe.epochs, start + args.stop_after)
     if start < end:
         model.fit(ds, epochs=end, initial_epoch=start, steps_per_epoch=steps,

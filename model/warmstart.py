@@ -32,9 +32,7 @@ def _tflite_layers(path: str | Path) -> list[tuple[str, np.ndarray, np.ndarray]]
         # Per-channel along the quantized dimension (output channels for weights and biases).
         shape = [1] * raw.ndim
         shape[q["quantized_dimension"]] = -1
-        scale = q["scales"].reshape(shape) if len(q["scales"]) > 1 else q["scales"][0]
-        zero = q["zero_points"].reshape(shape) if len(q["zero_points"]) > 1 else q["zero_points"][0]
-        return ((raw.astype(np.float64) - zero) * scale).astype(np.float32)
+        return ((raw.astype(np.float64) - q["zero_points"].reshape(shape)) * q["scales"].reshape(shape)).astype(np.float32)
 
     out = []
     for op in it._get_ops_details():
@@ -61,11 +59,11 @@ def load_tflite_weights(model, path: str | Path, calib_x: np.ndarray) -> None:
     if want != have:
         raise SystemExit(f"--init {path}: its layers {have} do not match the network {model.name}'s {want}")
 
-    bns = {}
+    blocks = []  # (conv, its BatchNorm, the folded bias)
     for conv, (_, w, b) in zip(convs, src):
         conv.kernel.assign(np.moveaxis(w, 0, -1))
         bn = model.get_layer(conv.name.replace("_conv", "_bn"))
-        bns[bn.name] = (bn, b)
+        blocks.append((conv, bn, b))
         # Identity BatchNorm plus the folded bias, until the statistics are measured below.
         bn.gamma.assign(np.ones_like(b))
         bn.beta.assign(b)
@@ -75,9 +73,10 @@ def load_tflite_weights(model, path: str | Path, calib_x: np.ndarray) -> None:
         d.kernel.assign(w.T)
         d.bias.assign(b)
 
-    probe = keras.Model(model.input, [model.get_layer(n.replace("_bn", "_conv")).output for n in bns])
+    # Each conv's output depends on the BatchNorms before it, which compute x + b until reassigned here.
+    probe = keras.Model(model.input, [conv.output for conv, _, _ in blocks])
     acts = probe.predict(calib_x[..., None].astype(np.float32), batch_size=256, verbose=0)
-    for (bn, b), a in zip(bns.values(), acts):
+    for (_, bn, b), a in zip(blocks, acts):
         mean = a.mean(axis=(0, 1, 2))
         var = a.var(axis=(0, 1, 2))
         std = np.sqrt(var + bn.epsilon)

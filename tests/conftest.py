@@ -169,12 +169,17 @@ def demo_video(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def fer_data():
+def fer_csv():
     if not FER_CSV.exists():
         pytest.skip(f"FER2013 not found at {FER_CSV} (the ../shared/data folder is absent)")
+    return FER_CSV
+
+
+@pytest.fixture(scope="session")
+def fer_data(fer_csv):
     from emotion_model import data
 
-    return data.load(FER_CSV, splits=("PublicTest", "PrivateTest"))
+    return data.load(fer_csv, splits=("PublicTest", "PrivateTest"))
 
 
 def write_config(path: Path, text: str) -> Path:

@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import FER_CSV, ROOT
+from conftest import ROOT
 from edge.classify import Classifier, shipped_model
 from emotion_model import LABELS, data
 
@@ -151,9 +151,7 @@ def _train(out, *args):
 
 
 @pytest.mark.slow
-def test_training_end_to_end_gives_a_contract_model(tmp_path):
-    if not FER_CSV.exists():
-        pytest.skip(f"FER2013 not found at {FER_CSV}")
+def test_training_end_to_end_gives_a_contract_model(tmp_path, fer_csv):
     out = tmp_path / "run"
     r = _train(out, "--epochs", "2", "--stop-after", "1")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -213,9 +211,7 @@ def test_recipes_fit_the_pi_budget(recipe):
 
 
 @pytest.mark.slow
-def test_distillation_from_tflite_teachers(tmp_path):
-    if not FER_CSV.exists():
-        pytest.skip(f"FER2013 not found at {FER_CSV}")
+def test_distillation_from_tflite_teachers(tmp_path, fer_csv):
     teacher = ROOT / "model" / "emotion_int8.tflite"
     assert "no such model" in _train(tmp_path / "x", "--teacher", str(tmp_path / "nope.tflite")).stderr
     assert "between 0 and 1" in _train(tmp_path / "x", "--teacher", str(teacher), "--alpha", "1.5").stderr
@@ -258,9 +254,7 @@ def test_warm_start_reproduces_the_tflite_model(fer_data):
 
 
 @pytest.mark.slow
-def test_fine_tuning_from_a_tflite_model(tmp_path):
-    if not FER_CSV.exists():
-        pytest.skip(f"FER2013 not found at {FER_CSV}")
+def test_fine_tuning_from_a_tflite_model(tmp_path, fer_csv):
     shipped = ROOT / "model" / "emotion_int8.tflite"
     assert "no such model" in _train(tmp_path / "x", "--init", str(tmp_path / "nope.tflite")).stderr
     fresh, tuned = tmp_path / "fresh", tmp_path / "tuned"
