@@ -263,7 +263,8 @@ def test_fine_tuning_from_a_tflite_model(tmp_path, fer_csv):
     assert r.returncode == 0 and "initialised from" in r.stdout, r.stderr[-3000:]
     acc = {d.name: json.loads((d / "state.json").read_text())["history"]["val_accuracy"][0] for d in (fresh, tuned)}
     # One epoch on 300 faces leaves a fresh network near chance; the warm start keeps the shipped accuracy.
-    assert acc["fresh"] < 0.4 < 0.55 < acc["tuned"], acc
+    assert acc["fresh"] < 0.4, acc
+    assert acc["tuned"] > 0.55, acc
     assert json.loads((tuned / "state.json").read_text())["init"] == str(shipped.resolve())
     r = _train(tuned, "--recipe", "vgg_wide", "--epochs", "1", "--lr", "1e-5", "--warmup", "0", "--resume")
     assert r.returncode != 0 and "another model" in (r.stderr + r.stdout)
