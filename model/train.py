@@ -191,6 +191,14 @@ def export_float(model, path: Path) -> bytes:
     return blob
 
 
+def _save_atomic(model, path: Path) -> None:
+    # A run killed mid-save (a session ending, a reboot) must leave the previous checkpoint readable
+    # for --resume, so write beside it and rename.
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    model.save(tmp)
+    tmp.replace(path)
+
+
 class _Progress:
     """One line per epoch: losses, accuracies, time and ETA; state saved for --resume."""
 
@@ -231,9 +239,9 @@ class _Progress:
         mark = ""
         if va > self.best:
             self.best = va
-            model.save(self.out / "best.keras")
+            _save_atomic(model, self.out / "best.keras")
             mark = " *best"
-        model.save(self.out / "last.keras")
+        _save_atomic(model, self.out / "last.keras")
         if self.keep_from and epoch + 1 >= self.keep_from:
             (self.out / "snap").mkdir(exist_ok=True)
             shutil.copyfile(self.out / "last.keras", self.out / "snap" / f"epoch_{epoch + 1}.keras")
