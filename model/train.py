@@ -10,6 +10,7 @@ epoch is kept as ``best.keras``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -81,6 +82,25 @@ def teacher_targets(y: np.ndarray, x: np.ndarray, teachers: list[str], alpha: fl
     soft = np.mean([tflite_scores(t, x, flip=True) for t in teachers], axis=0)
     soft /= soft.sum(axis=1, keepdims=True)
     return ((1 - alpha) * np.eye(len(LABELS))[y] + alpha * soft).astype(np.float32)
+
+
+def cached_teacher_targets(out: Path, y: np.ndarray, x: np.ndarray, teachers: list[str], alpha: float) -> np.ndarray:
+    """teacher_targets, kept in the run directory: three teachers take minutes to score Training on
+    2 cores, and every --resume needs the same targets. The key covers the teachers' bytes, alpha
+    and the faces, so a teacher replaced at the same path is scored again, not reused."""
+    h = hashlib.sha256(np.float64(alpha).tobytes() + x.tobytes() + y.tobytes())
+    for t in teachers:
+        h.update(Path(t).read_bytes())
+    path = out / "teacher_targets.npz"
+    if path.exists():
+        with np.load(path) as z:
+            if str(z["key"]) == h.hexdigest():
+                return z["targets"]
+    targets = teacher_targets(y, x, teachers, alpha)
+    tmp = out / "teacher_targets.tmp.npz"
+    np.savez(tmp, targets=targets, key=h.hexdigest())
+    tmp.replace(path)
+    return targets
 
 
 def _train_dataset(tf, x, y, recipe: Recipe, seed: int, start_epoch: int, targets: np.ndarray | None = None):
@@ -292,7 +312,7 @@ def train(args) -> Path:
     targets = None
     if teachers:
         t = time.monotonic()
-        targets = teacher_targets(tr.y, tr.x, args.teacher, args.alpha)
+        targets = cached_teacher_targets(out, tr.y, tr.x, args.teacher, args.alpha)
         agree = float((targets.argmax(1) == tr.y).mean())
         print(f"teachers: {len(args.teacher)} models, alpha {args.alpha}; soft targets agree with the labels on "
               f"{agree:.1%} of Training ({time.monotonic() - t:.1f}s)", flush=True)

@@ -1,6 +1,7 @@
 """The model: its contract, its accuracy, its training command, and the data loader's errors."""
 import gzip
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -226,6 +227,28 @@ def test_distillation_from_tflite_teachers(tmp_path, fer_csv):
     assert Classifier(out / "emotion_int8.tflite").in_zero == -128
     r = _train(out, "--epochs", "1", "--resume")  # same recipe, no teacher
     assert r.returncode != 0 and "other teachers" in (r.stderr + r.stdout)
+
+
+def test_teacher_targets_are_kept_per_teacher_content(tmp_path, monkeypatch):
+    """A resumed run reuses the targets it trained on; a teacher replaced at the same path is scored again."""
+    from emotion_model import train
+
+    x = np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8)
+    y = np.arange(64) % 7
+    teacher = tmp_path / "teacher.tflite"
+    shutil.copyfile(ROOT / "model" / "emotion_int8.tflite", teacher)
+    first = train.cached_teacher_targets(tmp_path, y, x, [str(teacher)], 0.7)
+    assert first.shape == (64, 7) and (tmp_path / "teacher_targets.npz").exists()
+    np.testing.assert_allclose(first.sum(axis=1), 1.0, atol=1e-5)
+
+    calls = []
+    monkeypatch.setattr(train, "teacher_targets", lambda *a: calls.append(a) or np.zeros((64, 7), np.float32))
+    np.testing.assert_array_equal(train.cached_teacher_targets(tmp_path, y, x, [str(teacher)], 0.7), first)
+    assert calls == []
+    assert not train.cached_teacher_targets(tmp_path, y, x, [str(teacher)], 0.5).any()  # another alpha
+    shutil.copyfile(ROOT / "model" / "teachers" / "vgg_gap_int8.tflite", teacher)
+    assert not train.cached_teacher_targets(tmp_path, y, x, [str(teacher)], 0.5).any()  # other bytes
+    assert len(calls) == 2
 
 
 def test_warm_start_reproduces_the_tflite_model(fer_data):
