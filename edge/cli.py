@@ -51,12 +51,22 @@ def cmd_run(args) -> int:
     notifier = Notifier()
     stop = threading.Event()
 
+    signals: list[int] = []
+
     def on_signal(signum, _frame):
-        if not stop.is_set():
-            log.info("%s: stopping", signal.Signals(signum).name)
-            notifier.stopping()
+        # Only flag it: the handler runs on the main thread between two bytecodes, possibly while
+        # the capture loop holds the notifier's lock or is inside a write to stderr, so sending or
+        # logging from here could deadlock. The thread below does both.
+        signals.append(signum)
         stop.set()
 
+    def announce_stop():
+        stop.wait()
+        log.info("%s: stopping", signal.Signals(signals[0]).name if signals else "stop")
+        notifier.stopping()
+
+    announcer = threading.Thread(target=announce_stop, name="stop-notify", daemon=True)
+    announcer.start()
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
@@ -103,6 +113,8 @@ def cmd_run(args) -> int:
         result = pipe.run(args.max_frames)
     finally:
         source.stop()
+        if stop.is_set():
+            announcer.join(timeout=5)  # a daemon thread dies with the process: let STOPPING=1 out first
     snap = pipe.stats.snapshot()
     summary = f"{result.frames} frames, {snap['bad_frames']} bad, {snap['fps']:.1f} fps at the end"
     if result.reason == "source-error":
