@@ -84,6 +84,14 @@ def teacher_targets(y: np.ndarray, x: np.ndarray, teachers: list[str], alpha: fl
     return ((1 - alpha) * np.eye(len(LABELS))[y] + alpha * soft).astype(np.float32)
 
 
+def _write_atomic(path: Path, write) -> None:
+    """write(tmp) beside path, then rename: a run killed mid-write (a session ending, a reboot)
+    leaves the previous file readable for --resume. The suffix is kept (Keras and numpy check it)."""
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    write(tmp)
+    tmp.replace(path)
+
+
 def cached_teacher_targets(out: Path, y: np.ndarray, x: np.ndarray, teachers: list[str], alpha: float) -> np.ndarray:
     """teacher_targets, kept in the run directory: three teachers take minutes to score Training on
     2 cores, and every --resume needs the same targets. The key covers the teachers' bytes, alpha
@@ -97,9 +105,7 @@ def cached_teacher_targets(out: Path, y: np.ndarray, x: np.ndarray, teachers: li
             if str(z["key"]) == h.hexdigest():
                 return z["targets"]
     targets = teacher_targets(y, x, teachers, alpha)
-    tmp = out / "teacher_targets.tmp.npz"
-    np.savez(tmp, targets=targets, key=h.hexdigest())
-    tmp.replace(path)
+    _write_atomic(path, lambda p: np.savez(p, targets=targets, key=h.hexdigest()))
     return targets
 
 
@@ -211,14 +217,6 @@ def export_float(model, path: Path) -> bytes:
     return blob
 
 
-def _save_atomic(model, path: Path) -> None:
-    # A run killed mid-save (a session ending, a reboot) must leave the previous checkpoint readable
-    # for --resume, so write beside it and rename.
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    model.save(tmp)
-    tmp.replace(path)
-
-
 class _Progress:
     """One line per epoch: losses, accuracies, time and ETA; state saved for --resume."""
 
@@ -259,16 +257,14 @@ class _Progress:
         mark = ""
         if va > self.best:
             self.best = va
-            _save_atomic(model, self.out / "best.keras")
+            _write_atomic(self.out / "best.keras", model.save)
             mark = " *best"
-        _save_atomic(model, self.out / "last.keras")
+        _write_atomic(self.out / "last.keras", model.save)
         if self.keep_from and epoch + 1 >= self.keep_from:
             (self.out / "snap").mkdir(exist_ok=True)
             shutil.copyfile(self.out / "last.keras", self.out / "snap" / f"epoch_{epoch + 1}.keras")
         state = {"epoch": epoch + 1, "best_val_accuracy": self.best, "history": self.history, **self.origin}
-        tmp = self.out / "state.json.tmp"
-        tmp.write_text(json.dumps(state, indent=1))
-        tmp.replace(self.out / "state.json")
+        _write_atomic(self.out / "state.json", lambda p: p.write_text(json.dumps(state, indent=1)))
         eta = (self.total - epoch - 1) * float(np.mean(self.times[-5:]))
         print(f"epoch {epoch + 1:3d}/{self.total}  loss {logs.get('loss', 0):.4f}  acc {logs.get('accuracy', 0):.4f}  "
               f"val_loss {logs.get('val_loss', 0):.4f}  val_acc {va:.4f}  {dt:5.1f}s  "
