@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as fer
+from . import tf_environment
 
 
 def snapshots(run: Path) -> list[tuple[int, Path]]:
@@ -50,7 +50,7 @@ def recalibrate_bn(keras, model, x: np.ndarray, batch: int = 1024) -> None:
 
 
 def average(run: Path, data_path=None, limit: int | None = None, first: int = 0, seed: int = 1) -> dict:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tf_environment()
     import keras
 
     from .train import export_run, float32_model

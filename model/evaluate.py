@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import LABELS
+from . import LABELS, tf_environment
 from . import data as fer
 
 
@@ -39,6 +39,7 @@ def tflite_scores(model_path: str | Path, x: np.ndarray, batch: int = 256, threa
 
 
 def keras_scores(model_path: str | Path, x: np.ndarray) -> np.ndarray:
+    tf_environment()
     import keras
 
     m = keras.models.load_model(model_path)
