@@ -118,8 +118,45 @@ def plot_history(state: dict, path: Path, title: str = "training") -> None:
     plt.close(fig)
 
 
+def plot_runs(states: dict[str, dict], path: Path, title: str = "PublicTest accuracy per run") -> None:
+    """PublicTest accuracy per epoch of several runs on one axis, to read run-to-run spread
+    (seeds, reruns) at a glance. A run whose ``average.json`` was found (key ``"averaged"``)
+    also gets its weight average as a marker one step after its last epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    for name, state in states.items():
+        acc = np.asarray(state.get("history", state)["val_accuracy"]) * 100
+        ep = np.arange(1, len(acc) + 1)
+        (line,) = ax.plot(ep, acc, marker=".", label=name)
+        if "averaged" in state:
+            ax.plot([ep[-1] + 1], [state["averaged"] * 100], marker="*", markersize=11, color=line.get_color(),
+                    linestyle="none")
+    ax.set_xlabel("epoch (star: weight average of the kept epochs)")
+    ax.set_ylabel("PublicTest accuracy, %")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _run_state(history: str) -> tuple[str, dict]:
+    """A run's name and state; its weight average's PublicTest score is added when the run has one."""
+    path = Path(history)
+    state = json.loads(path.read_text())
+    avg = path.parent / "average.json"
+    if avg.is_file():
+        state["averaged"] = json.loads(avg.read_text())["public_test_averaged"]
+    return path.parent.name, state
+
+
 def evaluate(models: list[str], data_path, splits, tta: bool, keras_model: str | None, out: Path | None,
-             history: str | None = None, threads: int = 2) -> dict:
+             history: list[str] | None = None, threads: int = 2) -> dict:
     d = fer.load(data_path, splits=tuple(splits))
     results: dict = {}
     runs = [(Path(m).name, lambda x, m=m: tflite_scores(m, x, threads=threads)) for m in models]
@@ -149,9 +186,11 @@ def evaluate(models: list[str], data_path, splits, tta: bool, keras_model: str |
         (out / "metrics.json").write_text(json.dumps(results, indent=1))
         (out / "report.md").write_text(report_md(results))
         if history:
-            state = json.loads(Path(history).read_text())
-            name = state.get("recipe", {}).get("arch", Path(history).parent.name)
+            state = json.loads(Path(history[0]).read_text())
+            name = state.get("recipe", {}).get("arch", Path(history[0]).parent.name)
             plot_history(state, out / "training_curves.png", title=f"{name}: accuracy and loss per epoch")
+        if history and len(history) > 1:
+            plot_runs(dict(_run_state(h) for h in history), out / "runs_public_test.png")
     return results
 
 
@@ -182,7 +221,9 @@ def main(argv=None) -> int:
     p.add_argument("--data", help="fer2013.csv[.gz] or image folder (default: ../shared/data/fer2013.csv.gz)")
     p.add_argument("--splits", nargs="+", default=["PublicTest", "PrivateTest"], choices=fer.SPLITS)
     p.add_argument("--tta", action="store_true", help="also report horizontal-flip test-time averaging")
-    p.add_argument("--history", help="state.json of a training run: plot accuracy and loss curves")
+    p.add_argument("--history", action="append", default=[],
+                   help="state.json of a training run: plot its accuracy and loss curves; repeated, "
+                        "also plot the runs' PublicTest accuracy side by side (runs_public_test.png)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", help="folder for metrics.json, report.md and PNGs")
     args = p.parse_args(argv)
@@ -196,7 +237,7 @@ def main(argv=None) -> int:
             print(f"error: {m}: no such model file", file=sys.stderr)
             return 2
     return fer.cli(lambda: evaluate(models, args.data, args.splits, args.tta, args.keras,
-                                    Path(args.out) if args.out else None, args.history, args.threads))
+                                    Path(args.out) if args.out else None, args.history or None, args.threads))
 
 
 if __name__ == "__main__":

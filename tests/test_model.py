@@ -146,6 +146,29 @@ def test_image_folder_layout(tmp_path):
     assert set(d["Training"].y) == {LABELS.index("happy"), LABELS.index("sad")}
 
 
+def test_runs_plot_reads_each_runs_weight_average(tmp_path):
+    """Several --history files: one plot of PublicTest per epoch, with a run's averaged score
+    taken from the average.json that model.average wrote beside its state.json."""
+    import cv2
+
+    from emotion_model.evaluate import _run_state, plot_runs
+
+    runs = {}
+    for name, accs, avg in (("seed1", [0.62, 0.65, 0.66], 0.668), ("seed2", [0.61, 0.64, 0.655], None)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "state.json").write_text(json.dumps({"epoch": 3, "history": {"val_accuracy": accs}}))
+        if avg is not None:
+            (d / "average.json").write_text(json.dumps({"public_test_averaged": avg}))
+        runs.update([_run_state(str(d / "state.json"))])
+    assert runs["seed1"]["averaged"] == 0.668 and "averaged" not in runs["seed2"]
+    png = tmp_path / "runs.png"
+    plot_runs(runs, png)
+    img = cv2.imread(str(png))
+    assert img is not None and img.shape[:2] == (440, 770)
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 20  # lines and text were drawn, not a blank canvas
+
+
 def _train(out, *args):
     return subprocess.run([sys.executable, "-m", "emotion_model.train", "--out", str(out), "--limit", "300",
                            "--batch", "64", *args], capture_output=True, text=True, timeout=600)
