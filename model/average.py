@@ -8,6 +8,12 @@ sits nearer its centre than any single epoch. The averaged network's BatchNorm s
 are recomputed on Training (layer by layer, no augmentation), then it is scored on
 PublicTest next to the run's best checkpoint, and exported in its place only if it is better
 there: PrivateTest is never looked at.
+
+With ``--also`` the snapshots of further runs join the average ("model soup"). That only makes
+sense for runs that started from the same weights and stayed near them, such as fine-tuning
+runs of one recipe with different seeds; the result goes to ``--out``:
+
+    python -m model.average --run runs/ft --also runs/ft_seed2 --from-epoch 4 --out runs/soup
 """
 from __future__ import annotations
 
@@ -49,16 +55,24 @@ def recalibrate_bn(keras, model, x: np.ndarray, batch: int = 1024) -> None:
         layer.moving_variance.assign(np.maximum(s2 / n - mean * mean, 0.0).astype(np.float32))
 
 
-def average(run: Path, data_path=None, limit: int | None = None, first: int = 0, seed: int = 1) -> dict:
+def average(run: Path, data_path=None, limit: int | None = None, first: int = 0, seed: int = 1,
+            also: list[Path] = (), out: Path | None = None) -> dict:
     tf_environment()
     import keras
 
     from .train import export_run, float32_model
 
+    out = out or run
     state = json.loads((run / "state.json").read_text())
-    snaps = [(e, p) for e, p in snapshots(run) if e >= first]
-    if not snaps:
-        raise fer.DataError(f"{run / 'snap'}: no epoch snapshots (train with --keep-from)")
+    snaps = []
+    for r in (run, *also):
+        mine = [(e, p) for e, p in snapshots(r) if e >= first]
+        if not mine:
+            raise fer.DataError(f"{r / 'snap'}: no epoch snapshots from epoch {first} (train with --keep-from)")
+        other = json.loads((r / "state.json").read_text())["recipe"]
+        if other != state["recipe"]:
+            raise fer.DataError(f"{r}: a different recipe from {run}; only runs of one recipe can be averaged")
+        snaps += mine
     arch = state["recipe"]["arch"]
     t = time.monotonic()
     d = fer.load(data_path, splits=("Training", "PublicTest"), limit=limit)
@@ -74,16 +88,20 @@ def average(run: Path, data_path=None, limit: int | None = None, first: int = 0,
     model.set_weights([np.mean([w[i] for w in weights], axis=0) for i in range(len(weights[0]))])
     recalibrate_bn(keras, model, tr.x[..., None].astype(np.float32))
     acc_avg, acc_best = public_acc(model), public_acc(best)
-    epochs = [e for e, _ in snaps]
+    epochs = sorted({e for e, _ in snaps})
     use = acc_avg > acc_best
-    print(f"averaged epochs {epochs[0]}-{epochs[-1]} ({len(epochs)}): PublicTest {acc_avg:.4f}; "
+    runs = f" of {1 + len(also)} runs" if also else ""
+    print(f"averaged epochs {epochs[0]}-{epochs[-1]}{runs} ({len(snaps)}): PublicTest {acc_avg:.4f}; "
           f"best single epoch {acc_best:.4f} -> exporting the {'average' if use else 'best epoch'} "
           f"({time.monotonic() - t:.0f}s)", flush=True)
-    model.save(run / "averaged.keras")
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(out / "averaged.keras")
     result = {"epochs": epochs, "public_test_averaged": round(acc_avg, 4),
               "public_test_best_epoch": round(acc_best, 4), "exported": "averaged" if use else "best"}
-    export_run(model if use else best, tr.x, seed, run)
-    (run / "average.json").write_text(json.dumps(result, indent=1))
+    if also:
+        result["runs"] = [str(r) for r in (run, *also)]
+    export_run(model if use else best, tr.x, seed, out)
+    (out / "average.json").write_text(json.dumps(result, indent=1))
     return result
 
 
@@ -95,12 +113,21 @@ def main(argv=None) -> int:
     p.add_argument("--data", help="fer2013.csv[.gz] or image folder (default: ../shared/data/fer2013.csv.gz)")
     p.add_argument("--limit", type=int, help="at most this many rows per split (smoke tests)")
     p.add_argument("--seed", type=int, default=1, help="picks the quantization's representative images")
+    p.add_argument("--also", action="append", default=[],
+                   help="another run of the same recipe and starting weights whose snapshots join the average "
+                        "(repeatable)")
+    p.add_argument("--out", help="where the averaged model goes (default: the --run directory)")
     args = p.parse_args(argv)
-    run = Path(args.run)
-    if not (run / "state.json").is_file():
-        print(f"error: {run}: not a training run (no state.json)", file=sys.stderr)
+    run, also = Path(args.run), [Path(a) for a in args.also]
+    for r in (run, *also):
+        if not (r / "state.json").is_file():
+            print(f"error: {r}: not a training run (no state.json)", file=sys.stderr)
+            return 2
+    if also and not args.out:
+        print("error: --also needs --out, so the first run's own average is not overwritten", file=sys.stderr)
         return 2
-    return fer.cli(lambda: average(run, args.data, args.limit, args.from_epoch, args.seed))
+    return fer.cli(lambda: average(run, args.data, args.limit, args.from_epoch, args.seed, also,
+                                   Path(args.out) if args.out else None))
 
 
 if __name__ == "__main__":

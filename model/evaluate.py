@@ -121,21 +121,25 @@ def plot_history(state: dict, path: Path, title: str = "training") -> None:
 def plot_runs(states: dict[str, dict], path: Path, title: str = "PublicTest accuracy per run") -> None:
     """PublicTest accuracy per epoch of several runs on one axis, to read run-to-run spread
     (seeds, reruns) at a glance. A run whose ``average.json`` was found (key ``"averaged"``)
-    also gets its weight average as a marker one step after its last epoch."""
+    also gets its weight average as a marker one step after the last epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    last = max(len(st.get("history", st)["val_accuracy"]) for st in states.values())
     for name, state in states.items():
         acc = np.asarray(state.get("history", state)["val_accuracy"]) * 100
         ep = np.arange(1, len(acc) + 1)
         (line,) = ax.plot(ep, acc, marker=".", label=name)
         if "averaged" in state:
-            ax.plot([ep[-1] + 1], [state["averaged"] * 100], marker="*", markersize=11, color=line.get_color(),
+            ax.plot([last + 1], [state["averaged"] * 100], marker="*", markersize=11, color=line.get_color(),
                     linestyle="none")
-    ax.set_xlabel("epoch (star: weight average of the kept epochs)")
+    if any("averaged" in st for st in states.values()):
+        ticks = list(range(1, last + 2))
+        ax.set_xticks(ticks, [str(t) for t in ticks[:-1]] + ["avg"])
+    ax.set_xlabel("epoch (star, avg: weight average of the kept epochs)")
     ax.set_ylabel("PublicTest accuracy, %")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -209,6 +209,29 @@ def test_training_end_to_end_gives_a_contract_model(tmp_path, fer_csv):
     assert (chosen["exported"] == "averaged") == (chosen["public_test_averaged"] > chosen["public_test_best_epoch"])
     assert Classifier(whole / "emotion_int8.tflite").in_zero == -128
 
+    # A soup: the snapshots of another seed's run join the average; the result goes elsewhere.
+    other, soup = tmp_path / "seed2", tmp_path / "soup"
+    assert _train(other, "--epochs", "2", "--keep-from", "1", "--seed", "2").returncode == 0
+    avg = [sys.executable, "-m", "emotion_model.average", "--run", str(whole), "--also", str(other), "--limit", "300"]
+    r = subprocess.run(avg, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "needs --out" in r.stderr
+    before = (whole / "average.json").read_text()
+    r = subprocess.run(avg + ["--out", str(soup)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "averaged epochs 1-2 of 2 runs (4)" in r.stdout, r.stderr[-3000:]
+    assert json.loads((soup / "average.json").read_text())["runs"] == [str(whole), str(other)]
+    assert (whole / "average.json").read_text() == before
+    assert Classifier(soup / "emotion_int8.tflite").in_zero == -128
+    keras = pytest.importorskip("keras")
+
+    def first_kernel(path):
+        model = keras.models.load_model(path)
+        return next(l for l in model.layers if isinstance(l, keras.layers.Conv2D)).get_weights()[0]
+
+    kernels = [first_kernel(p) for p in sorted([*(whole / "snap").iterdir(), *(other / "snap").iterdir()])]
+    souped = first_kernel(soup / "averaged.keras")
+    assert not np.allclose(kernels[0], kernels[2])  # the two seeds did differ
+    np.testing.assert_allclose(souped, np.mean(kernels, axis=0), rtol=1e-5, atol=1e-6)
+
 
 def test_flip_averages_the_mirrored_face(astronaut_bgr):
     import cv2
