@@ -64,14 +64,14 @@ def average(run: Path, data_path=None, limit: int | None = None, first: int = 0,
 
     out = out or run
     state = json.loads((run / "state.json").read_text())
+    for r in also:
+        if json.loads((r / "state.json").read_text())["recipe"] != state["recipe"]:
+            raise fer.DataError(f"{r}: a different recipe from {run}; only runs of one recipe can be averaged")
     snaps = []
     for r in (run, *also):
         mine = [(e, p) for e, p in snapshots(r) if e >= first]
         if not mine:
             raise fer.DataError(f"{r / 'snap'}: no epoch snapshots from epoch {first} (train with --keep-from)")
-        other = json.loads((r / "state.json").read_text())["recipe"]
-        if other != state["recipe"]:
-            raise fer.DataError(f"{r}: a different recipe from {run}; only runs of one recipe can be averaged")
         snaps += mine
     arch = state["recipe"]["arch"]
     t = time.monotonic()

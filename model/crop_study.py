@@ -104,10 +104,9 @@ def study(model: str | None, data_path, limit: int | None, out: Path | None) -> 
 
 
 def _plot(res, per_margin, ceiling, path):
-    import matplotlib
+    from .evaluate import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ms = sorted(per_margin)
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)

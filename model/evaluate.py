@@ -65,11 +65,18 @@ def metrics(y: np.ndarray, p: np.ndarray) -> dict:
             "per_class": per, "confusion": cm.tolist()}
 
 
-def plot_confusion(cm, title: str, path: Path) -> None:
+def pyplot():
+    """matplotlib's pyplot on the file-only backend (no display on a server or a Pi)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion(cm, title: str, path: Path) -> None:
+    plt = pyplot()
 
     cm = np.asarray(cm, dtype=np.float64)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
@@ -92,10 +99,7 @@ def plot_confusion(cm, title: str, path: Path) -> None:
 
 def plot_history(state: dict, path: Path, title: str = "training") -> None:
     """Accuracy and loss per epoch from a run's ``state.json`` (training vs PublicTest)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     history = state.get("history", state)
     recipe = state.get("recipe", {})
@@ -122,10 +126,7 @@ def plot_runs(states: dict[str, dict], path: Path, title: str = "PublicTest accu
     """PublicTest accuracy per epoch of several runs on one axis, to read run-to-run spread
     (seeds, reruns) at a glance. A run whose ``average.json`` was found (key ``"averaged"``)
     also gets its weight average as a marker one step after the last epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     last = max(len(st.get("history", st)["val_accuracy"]) for st in states.values())
@@ -241,7 +242,7 @@ def main(argv=None) -> int:
             print(f"error: {m}: no such model file", file=sys.stderr)
             return 2
     return fer.cli(lambda: evaluate(models, args.data, args.splits, args.tta, args.keras,
-                                    Path(args.out) if args.out else None, args.history or None, args.threads))
+                                    Path(args.out) if args.out else None, args.history, args.threads))
 
 
 if __name__ == "__main__":
