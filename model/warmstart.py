@@ -42,6 +42,34 @@ def _tflite_layers(path: str | Path) -> list[tuple[str, np.ndarray, np.ndarray]]
     return out
 
 
+def _layer_shapes(model) -> list[tuple[str, tuple]]:
+    import keras
+
+    return ([("CONV_2D", tuple(l.kernel.shape)) for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+            + [("FULLY_CONNECTED", tuple(l.kernel.shape)) for l in model.layers if isinstance(l, keras.layers.Dense)])
+
+
+def _tflite_shapes(src) -> list[tuple[str, tuple]]:
+    # TFLite stores conv kernels [out, kh, kw, in] and dense kernels [out, in].
+    return [(op, tuple(np.moveaxis(w, 0, -1).shape) if op == "CONV_2D" else tuple(w.T.shape)) for op, w, _ in src]
+
+
+def keras_from_tflite(path: str | Path, calib_x: np.ndarray):
+    """A Keras network computing what the int8 TFLite model at ``path`` computes (to float
+    precision), its architecture found among ``arch.ARCHS`` by the layer shapes; frozen."""
+    from .arch import ARCHS
+
+    have = _tflite_shapes(_tflite_layers(path))
+    for name, make in ARCHS.items():
+        model = make()
+        # Only conv -> BatchNorm networks can be rebuilt (the thesis CNN cannot).
+        if _layer_shapes(model) == have and any(l.name.endswith("_bn") for l in model.layers):
+            load_tflite_weights(model, path, calib_x)
+            model.trainable = False
+            return model
+    raise SystemExit(f"{path}: its layers {have} match none of the networks {sorted(ARCHS)}")
+
+
 def load_tflite_weights(model, path: str | Path, calib_x: np.ndarray) -> None:
     """Set ``model`` (a network from ``arch.ARCHS``: conv without bias -> BatchNorm -> ReLU blocks
     and a dense head) to the weights of the TFLite model at ``path``. ``calib_x``: uint8 faces
@@ -51,11 +79,7 @@ def load_tflite_weights(model, path: str | Path, calib_x: np.ndarray) -> None:
     src = _tflite_layers(path)
     convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
     dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)]
-    want = [("CONV_2D", tuple(c.kernel.shape)) for c in convs] + [("FULLY_CONNECTED", tuple(d.kernel.shape))
-                                                                   for d in dense]
-    # TFLite stores conv kernels [out, kh, kw, in] and dense kernels [out, in].
-    have = [(op, tuple(np.moveaxis(w, 0, -1).shape) if op == "CONV_2D" else tuple(w.T.shape))
-            for op, w, _ in src]
+    want, have = _layer_shapes(model), _tflite_shapes(src)
     if want != have:
         raise SystemExit(f"--init {path}: its layers {have} do not match the network {model.name}'s {want}")
 

