@@ -298,9 +298,10 @@ def train(args) -> Path:
 
     if args.consistent and not args.teacher:
         raise SystemExit("--consistent needs at least one --teacher")
-    teachers = {"models": [str(Path(t).resolve()) for t in args.teacher], "alpha": args.alpha} if args.teacher else None
-    if args.consistent:
-        teachers["consistent"] = True
+    teachers = None
+    if args.teacher:
+        teachers = {"models": [str(Path(t).resolve()) for t in args.teacher], "alpha": args.alpha,
+                    **({"consistent": True} if args.consistent else {})}
     init = str(Path(args.init).resolve()) if args.init else None
     # What the run is made from: recorded in state.json, and a resumed run must be made from the same.
     origin = {"recipe": asdict(recipe), "teachers": teachers, "init": init}
@@ -375,7 +376,8 @@ def main(argv=None) -> int:
                    help="override the recipe's; whether bfloat16 pays depends on the CPU (measured: 1.45x "
                         "faster on one machine, 1.5x slower on another with AVX512-BF16 but no AMX)")
     p.add_argument("--teacher", action="append", default=[], metavar="TFLITE",
-                   help="distil from this model's scores (repeat for an ensemble); computed once on Training")
+                   help="distil from this model's scores (repeat for an ensemble); computed once on Training "
+                        "unless --consistent")
     p.add_argument("--alpha", type=float, default=0.7,
                    help="weight of the teachers' scores in the targets (default 0.7; the rest is the label)")
     p.add_argument("--consistent", action="store_true",

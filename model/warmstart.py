@@ -59,24 +59,26 @@ def keras_from_tflite(path: str | Path, calib_x: np.ndarray):
     precision), its architecture found among ``arch.ARCHS`` by the layer shapes; frozen."""
     from .arch import ARCHS
 
-    have = _tflite_shapes(_tflite_layers(path))
-    for name, make in ARCHS.items():
+    src = _tflite_layers(path)
+    have = _tflite_shapes(src)
+    for make in ARCHS.values():
         model = make()
         # Only conv -> BatchNorm networks can be rebuilt (the thesis CNN cannot).
         if _layer_shapes(model) == have and any(l.name.endswith("_bn") for l in model.layers):
-            load_tflite_weights(model, path, calib_x)
+            load_tflite_weights(model, path, calib_x, src)
             model.trainable = False
             return model
     raise SystemExit(f"{path}: its layers {have} match none of the networks {sorted(ARCHS)}")
 
 
-def load_tflite_weights(model, path: str | Path, calib_x: np.ndarray) -> None:
+def load_tflite_weights(model, path: str | Path, calib_x: np.ndarray, src=None) -> None:
     """Set ``model`` (a network from ``arch.ARCHS``: conv without bias -> BatchNorm -> ReLU blocks
     and a dense head) to the weights of the TFLite model at ``path``. ``calib_x``: uint8 faces
-    [N,48,48] whose conv-output statistics become the BatchNorm statistics."""
+    [N,48,48] whose conv-output statistics become the BatchNorm statistics. ``src``: the model's
+    layers when the caller has already read them."""
     import keras
 
-    src = _tflite_layers(path)
+    src = src or _tflite_layers(path)
     convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
     dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)]
     want, have = _layer_shapes(model), _tflite_shapes(src)
