@@ -114,15 +114,18 @@ def http_run(tmp_path, extra=""):
     cfg.write_text(f'[display]\nhttp = "127.0.0.1:{port}"\nhttp_max_fps = 10.0\n{extra}')
     p = spawn("run", "--config", str(cfg), "--source", "demo:100000", "--events", "none")
     url = f"http://127.0.0.1:{port}"
+    # Until the first frame is through, /event answers 204 No Content; wait for a real event (or for
+    # an HTTP error, which the password test wants to see) so no test reads an empty body.
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(url + "/event", timeout=1)
-            break
+            if urllib.request.urlopen(url + "/event", timeout=1).status == 200:
+                break
         except urllib.error.HTTPError:
             break
         except OSError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
     return p, url
 
 
@@ -154,6 +157,23 @@ def test_http_stream_is_capped_and_event_is_json(tmp_path):
         p.terminate()
         p.communicate(timeout=20)
     assert p.returncode == 0
+
+
+def test_http_event_is_no_content_until_the_first_event():
+    from edge.config import DisplayConfig
+    from edge.sinks.http_view import HttpViewSink
+
+    sink = HttpViewSink(DisplayConfig(http=f"127.0.0.1:{free_port()}"))
+    sink.start()
+    try:
+        url = f"http://{sink.host}:{sink.port}/event"
+        r = urllib.request.urlopen(url, timeout=5)
+        assert r.status == 204 and r.read() == b""
+        sink.handle(event([face((10, 10, 50, 50), "sad", 0.7)]), None)
+        ev = json.loads(urllib.request.urlopen(url, timeout=5).read())
+        assert [f["emotion"] for f in ev["faces"]] == ["sad"]
+    finally:
+        sink.close()
 
 
 def test_http_password(tmp_path):

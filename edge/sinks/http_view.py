@@ -44,7 +44,7 @@ h1{font-size:1.1rem;margin:0 0 .75rem}
 async function poll(){
   try{
     const r = await fetch('event', {cache:'no-store'});
-    if(r.ok){
+    if(r.status === 200){  // 204 until the first frame has been processed
       const e = await r.json();
       const f = e.faces || [];
       document.getElementById('summary').textContent =
