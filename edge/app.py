@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 def make_detector(cfg: Config) -> HaarDetector:
     d = cfg.detector
-    return HaarDetector(d.cascade, d.scale_factor, d.min_neighbors, d.min_size)
+    return HaarDetector(d.cascade, d.scale_factor, d.min_neighbors, d.min_size, d.confirm_below)
 
 
 def make_classifier(cfg: Config) -> Classifier:

@@ -33,7 +33,7 @@ class CameraConfig:
     luma_range: str = "auto"
     # Files are detected on larger planes than live cameras: they have no frame budget and their
     # faces may be small (a person across the room in a 1080p clip).
-    still_max_width: int = 1024
+    still_max_width: int = 2048
     video_max_width: int = 640
     # Restart a video file at its end instead of ending the run.
     loop: bool = False
@@ -45,6 +45,9 @@ class DetectorConfig:
     scale_factor: float = 1.2
     min_neighbors: int = 5
     min_size: int = 40  # pixels on the detection plane
+    # Boxes narrower than this fraction of the plane must also be found by a second cascade (frontalface_alt):
+    # the large planes of photos multiply small false faces in texture; 0 turns the check off.
+    confirm_below: float = 0.1
     every: int = 1  # run Haar on every k-th frame; boxes are carried by the tracker in between
 
 
@@ -179,6 +182,8 @@ def _section(name: str, cls, raw) -> object:
 def _validate(name: str, obj) -> None:
     if name == "detector" and obj.scale_factor <= 1.0:
         raise ConfigError("detector.scale_factor: must be greater than 1.0")
+    if name == "detector" and not 0.0 <= obj.confirm_below <= 1.0:
+        raise ConfigError("detector.confirm_below: must be within 0..1")
     if name == "detector" and obj.min_neighbors < 0:
         raise ConfigError("detector.min_neighbors: must be 0 or more")
     if name == "classifier" and not -0.2 <= obj.margin <= 1.0:

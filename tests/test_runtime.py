@@ -43,6 +43,42 @@ def test_smiling_astronaut_is_happy(tmp_path, astronaut_bgr):
     assert abs(sum(face["scores"].values()) - 1) < 0.05
 
 
+def group_photo(astronaut_bgr) -> np.ndarray:
+    """A 12-megapixel phone-sized frame with the astronaut at three sizes: faces of about 200, 190
+    and 100 px (the last one a person a few metres back)."""
+    canvas = np.full((3000, 4000, 3), 120, np.uint8)
+    for x, y, s in [(100, 100, 1000), (1500, 200, 500), (600, 1800, 1100)]:
+        canvas[y:y + s, x:x + s] = cv2.resize(astronaut_bgr, (s, s), interpolation=cv2.INTER_AREA)
+    return canvas
+
+
+def test_small_faces_in_a_large_photo_are_found(tmp_path, astronaut_bgr):
+    img = tmp_path / "group.jpg"
+    cv2.imwrite(str(img), group_photo(astronaut_bgr))
+    r = emotion_edge("run", "--source", str(img), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (ev,) = events_of(r.stdout)
+    sizes = sorted(f["box"][2] for f in ev["faces"])
+    assert len(sizes) == 3 and 80 < sizes[0] < 130, sizes  # the 1024 px plane of before missed the small one
+    assert [f["emotion"] for f in ev["faces"]] == ["happy"] * 3
+
+
+def test_second_cascade_rejects_small_texture_faces_but_keeps_real_ones(astronaut_bgr):
+    from skimage import data
+
+    from edge.detect import HaarDetector
+    from edge.sources.base import gray_plane
+
+    gravel = cv2.resize(data.gravel(), (2048, 2048), interpolation=cv2.INTER_CUBIC)
+    plain, checked = HaarDetector(confirm_below=0.0), HaarDetector(confirm_below=0.1)
+    assert len(plain.detect(gravel)) >= 4  # Haar alone sees faces in gravel on a large plane
+    kept = checked.detect(gravel)
+    assert len(kept) <= len(plain.detect(gravel)) // 2
+    assert checked.rejected == len(plain.detect(gravel)) - len(kept)
+    faces = gray_plane(group_photo(astronaut_bgr), 2048)
+    assert len(checked.detect(faces)) == len(plain.detect(faces)) == 3
+
+
 def test_frame_without_face_gives_empty_faces(tmp_path):
     rng = np.random.default_rng(0)
     img = tmp_path / "wall.jpg"
