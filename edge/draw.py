@@ -81,7 +81,7 @@ def draw_faces(canvas: np.ndarray, faces, fps: float | None = None, order: str =
         _text(canvas, text, label_origin((x, y, w, h), (tw, th + base), (W, H)), s, c, order, thick)
         if scores and f.scores and h >= 60:
             _bars(canvas, f, (x, y, w, h), order)
-    if fps is not None:
+    if fps:  # 0 until a rate is measured: a single photo has none, so it gets no "0.0 fps"
         white = (255, 255, 255, 255) if order == "rgba" else (255, 255, 255)
         _text(canvas, f"{fps:.1f} fps", (4, int(24 * s) + 8), s, white, order, thick)
     return canvas

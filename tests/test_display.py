@@ -59,6 +59,13 @@ def test_same_drawing_for_overlay_and_annotated_frame():
     assert np.array_equal(frame[drawn][:, ::-1], ov[drawn][:, :3])
 
 
+def test_fps_is_drawn_only_once_measured():
+    faces = event([face((100, 100, 150, 150))]).faces
+    blank = draw_faces(np.zeros((480, 640, 3), np.uint8), faces, None)
+    assert np.array_equal(draw_faces(np.zeros((480, 640, 3), np.uint8), faces, 0.0), blank)  # a single photo
+    assert not np.array_equal(draw_faces(np.zeros((480, 640, 3), np.uint8), faces, 12.5), blank)
+
+
 @pytest.mark.parametrize("setting, env, expected", [
     ("auto", {}, "drm"), ("auto", {"DISPLAY": ":0"}, "qtgl"), ("auto", {"WAYLAND_DISPLAY": "wayland-0"}, "qtgl"),
     ("drm", {"DISPLAY": ":0"}, "drm"), ("qtgl", {}, "qtgl"), ("none", {}, "none"),
