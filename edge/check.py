@@ -65,7 +65,8 @@ def check_cascade(cfg: Config) -> bool:
     try:
         det = make_detector(cfg)
         det.detect(np.zeros((240, 320), np.uint8))
-        return _line("cascade", True, str(det.path))
+        extra = f" (+ {det.confirm_path.name} for small boxes)" if det.confirmer is not None else ""
+        return _line("cascade", True, f"{det.path}{extra}")
     except DetectorError as e:
         return _line("cascade", False, str(e))
 

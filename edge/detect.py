@@ -52,7 +52,8 @@ class HaarDetector:
         self.cascade = _load(self.path)
         self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
         self.confirm_below = confirm_below
-        self.confirmer = _load(find_cascade("", CONFIRM_NAME)) if confirm_below > 0 else None
+        self.confirm_path = find_cascade("", CONFIRM_NAME) if confirm_below > 0 else None
+        self.confirmer = _load(self.confirm_path) if self.confirm_path else None
         self.rejected = 0  # boxes the second cascade did not confirm, for the log and tests
 
     def detect(self, gray: np.ndarray) -> np.ndarray:
