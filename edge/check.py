@@ -65,7 +65,7 @@ def check_cascade(cfg: Config) -> bool:
     try:
         det = make_detector(cfg)
         det.detect(np.zeros((240, 320), np.uint8))
-        extra = f" (+ {det.confirm_path.name} for small boxes)" if det.confirmer is not None else ""
+        extra = f" (+ {det.confirm_path.name} for small boxes)" if det.confirm_path else ""
         return _line("cascade", True, f"{det.path}{extra}")
     except DetectorError as e:
         return _line("cascade", False, str(e))

@@ -46,7 +46,8 @@ class DetectorConfig:
     min_neighbors: int = 5
     min_size: int = 40  # pixels on the detection plane
     # Boxes narrower than this fraction of the plane must also be found by a second cascade (frontalface_alt):
-    # the large planes of photos multiply small false faces in texture; 0 turns the check off.
+    # the large planes of photos multiply small false faces in texture; 0 turns the check off (do so with a
+    # non-frontal `cascade`: the second one is frontal).
     confirm_below: float = 0.1
     every: int = 1  # run Haar on every k-th frame; boxes are carried by the tracker in between
 

@@ -53,7 +53,7 @@ class HaarDetector:
         self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
         self.confirm_below = confirm_below
         self.confirm_path = find_cascade("", CONFIRM_NAME) if confirm_below > 0 else None
-        self.confirmer = _load(self.confirm_path) if self.confirm_path else None
+        self.confirmer = _load(self.confirm_path) if self.confirm_path else None  # None: no second check
         self.rejected = 0  # boxes the second cascade did not confirm, for the log and tests
 
     def detect(self, gray: np.ndarray) -> np.ndarray:
@@ -67,9 +67,10 @@ class HaarDetector:
             if small.any():
                 keep = np.ones(len(boxes), bool)
                 keep[small] = [self._confirmed(gray, b) for b in boxes[small]]
-                if not keep.all():
-                    self.rejected += int((~keep).sum())
-                    log.debug("second cascade rejected %d small box(es)", int((~keep).sum()))
+                dropped = len(boxes) - int(keep.sum())
+                if dropped:
+                    self.rejected += dropped
+                    log.debug("second cascade rejected %d small box(es)", dropped)
                 boxes = boxes[keep]
         if len(boxes) > 1:
             boxes = boxes[np.argsort(-(boxes[:, 2] * boxes[:, 3]), kind="stable")]
