@@ -38,7 +38,7 @@ class Classifier:
     because the bench and the HTTP view may call from other threads."""
 
     def __init__(self, model_path: str | Path | None = None, labels_path: str | Path | None = None,
-                 threads: int = 1, margin: float = 0.0, flip: bool = False):
+                 threads: int = 1, margin: float = 0.0, flip: bool = False, stretch: bool = True):
         path = Path(model_path) if model_path else shipped_model()
         if not path.is_file():
             raise ModelError(f"{path}: model file not found")
@@ -49,6 +49,7 @@ class Classifier:
         self.path = path
         self.margin = margin
         self.flip = flip
+        self.stretch = stretch
         inp = self.interp.get_input_details()[0]
         out = self.interp.get_output_details()[0]
         if tuple(inp["shape"][1:]) != (preprocess.SIDE, preprocess.SIDE, 1):
@@ -67,8 +68,15 @@ class Classifier:
         log.info("model %s: input %s scale %.4g zero %d, %d labels", path.name, np.dtype(self.in_dtype).name,
                  self.in_scale, self.in_zero, len(self.labels))
 
+    def model_input(self, faces: np.ndarray) -> np.ndarray:
+        """uint8 faces ``[N,48,48]`` -> the model's input batch: stretched to 0..255 like FER2013's faces
+        (``stretch``), then quantized with the model's own scale and zero point."""
+        if self.stretch:
+            faces = preprocess.stretch(faces)
+        return preprocess.quantize(faces, self.in_scale, self.in_zero, self.in_dtype)
+
     def prepare(self, gray: np.ndarray, boxes) -> np.ndarray:
-        return preprocess.model_input(gray, boxes, self.margin, self.in_scale, self.in_zero, self.in_dtype)
+        return self.model_input(preprocess.patches(gray, boxes, self.margin))
 
     def scores_for_input(self, x: np.ndarray) -> np.ndarray:
         """Scores [N,7] (probabilities, float32) for an already-quantized batch."""

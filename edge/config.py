@@ -49,6 +49,11 @@ class DetectorConfig:
     # the large planes of photos multiply small false faces in texture; 0 turns the check off (do so with a
     # non-frontal `cascade`: the second one is frontal).
     confirm_below: float = 0.1
+    # Also search the plane turned by -tilt and +tilt degrees, for heads leaning up to about 30 degrees
+    # (upright search alone finds about 12); 0: upright only. Photos and video files only unless tilt_live,
+    # since each angle costs one more search per frame.
+    tilt: float = 20.0
+    tilt_live: bool = False
     every: int = 1  # run Haar on every k-th frame; boxes are carried by the tracker in between
 
 
@@ -59,6 +64,9 @@ class ClassifierConfig:
     threads: int = 1
     margin: float = 0.0  # crop margin around the Haar box, fraction of its size per side (see model card)
     flip: bool = False  # also classify the mirrored face and average (one batched call)
+    # Stretch each 48x48 face to 0..255 before the model, as FER2013's faces are: a face in shadow or
+    # backlight then looks like the training data. Off only for a model trained on unstretched faces.
+    stretch: bool = True
 
 
 @dataclass(frozen=True)
@@ -185,6 +193,8 @@ def _validate(name: str, obj) -> None:
         raise ConfigError("detector.scale_factor: must be greater than 1.0")
     if name == "detector" and not 0.0 <= obj.confirm_below <= 1.0:
         raise ConfigError("detector.confirm_below: must be within 0..1")
+    if name == "detector" and not 0.0 <= obj.tilt <= 45.0:
+        raise ConfigError("detector.tilt: must be within 0..45 degrees")
     if name == "detector" and obj.min_neighbors < 0:
         raise ConfigError("detector.min_neighbors: must be 0 or more")
     if name == "classifier" and not -0.2 <= obj.margin <= 1.0:

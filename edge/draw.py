@@ -75,7 +75,12 @@ def draw_faces(canvas: np.ndarray, faces, fps: float | None = None, order: str =
     for f in faces:
         x, y, w, h = (int(v) for v in f.box)
         c = colour(f.emotion, order)
-        cv2.rectangle(canvas, (x, y), (x + w - 1, y + h - 1), c, thick)
+        if f.roll:
+            # The square the detector found the leaning face in (RotatedRect angles turn clockwise on screen).
+            corners = cv2.boxPoints(((x + w / 2, y + h / 2), (w, h), -f.roll))
+            cv2.polylines(canvas, [np.round(corners).astype(np.int32)], True, c, thick, cv2.LINE_AA)
+        else:
+            cv2.rectangle(canvas, (x, y), (x + w - 1, y + h - 1), c, thick)
         text = label_text(f)
         (tw, th), base = cv2.getTextSize(text, FONT, s, thick)
         _text(canvas, text, label_origin((x, y, w, h), (tw, th + base), (W, H)), s, c, order, thick)

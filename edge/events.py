@@ -16,10 +16,14 @@ class Face:
     emotion: str
     confidence: float
     scores: dict[str, float]
+    roll: float = 0.0  # degrees counter-clockwise on screen; the box is the face's square turned by it
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "box": list(self.box), "emotion": self.emotion,
-                "confidence": round(self.confidence, 4), "scores": {k: round(v, 4) for k, v in self.scores.items()}}
+        d = {"id": self.id, "box": list(self.box), "emotion": self.emotion,
+             "confidence": round(self.confidence, 4), "scores": {k: round(v, 4) for k, v in self.scores.items()}}
+        if self.roll:  # only faces found tilted carry it: upright ones keep the original, shorter event
+            d["roll"] = self.roll
+        return d
 
 
 @dataclass(frozen=True)

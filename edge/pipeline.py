@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .detect import with_roll
 from .events import Event, Face
 from .sources import FrameSource, SourceError
 
@@ -48,8 +49,9 @@ class RunResult:
 
 class Pipeline:
     def __init__(self, source: FrameSource, detector, classifier, tracker, sinks=(), device: str = "edge",
-                 detect_every: int = 1, stop: threading.Event | None = None):
+                 detect_every: int = 1, stop: threading.Event | None = None, tilted: bool = False):
         self.source, self.detector, self.classifier, self.tracker = source, detector, classifier, tracker
+        self.tilted = tilted  # also search rolled faces (the detector's tilt); chosen per source kind by the app
         self.sinks = list(sinks)
         self.device = device
         self.every = max(1, detect_every)
@@ -75,22 +77,24 @@ class Pipeline:
         if self.source.independent:
             # Two photos in a folder share no faces: a face in the same place is someone else.
             self.tracker.reset()
+        to_main = np.float32([sx, sy, sx, sy, 1.0])
         if (frame.seq - 1) % self.every == 0 or not self.tracker.tracks:
-            boxes_g = self.detector.detect(frame.gray).astype(np.float32)
+            boxes_g = self._detect(frame.gray)
         else:
-            boxes_g = self.tracker.predicted_boxes() / np.float32([sx, sy, sx, sy])
+            boxes_g = self.tracker.predicted_boxes() / to_main
         t1 = pc()
         scores = self.classifier.classify(frame.gray, boxes_g)
         t2 = pc()
-        boxes_m = boxes_g * np.float32([sx, sy, sx, sy])
+        boxes_m = boxes_g * to_main
         tracks = self.tracker.update(boxes_m, scores)
         labels = self.classifier.labels
         faces = []
         for t in tracks:
             k = int(np.argmax(t.scores))
-            faces.append(Face(id=t.id, box=tuple(int(round(v)) for v in t.box), emotion=labels[k],
+            faces.append(Face(id=t.id, box=tuple(int(round(v)) for v in t.box[:4]), emotion=labels[k],
                               confidence=float(t.scores[k]),
-                              scores={lab: float(p) for lab, p in zip(labels, t.scores)}))
+                              scores={lab: float(p) for lab, p in zip(labels, t.scores)},
+                              roll=round(float(t.box[4]), 1)))
         faces.sort(key=lambda f: -f.box[2] * f.box[3])  # largest (nearest) first, as documented
         now = time.monotonic()
         if self._last_t is not None:
@@ -107,6 +111,10 @@ class Pipeline:
             self._ema("track", (t3 - t2) * 1000)
             self.stats.fps = fps
         return event
+
+    def _detect(self, gray: np.ndarray) -> np.ndarray:
+        # A detector without the roll column (a test's stand-in, a plugin) gives upright faces.
+        return with_roll(self.detector.detect(gray, tilted=True) if self.tilted else self.detector.detect(gray))
 
     def _emit(self, event, frame):
         t0 = time.perf_counter()

@@ -14,10 +14,14 @@ SIDE = 48
 def face_patch(gray: np.ndarray, box, margin: float) -> np.ndarray:
     """48x48 uint8 grayscale face from a plane and a box (plane coordinates).
 
+    ``box`` is x, y, w, h, optionally followed by the face's roll in degrees (counter-clockwise, as the
+    detector reports it): a rolled face is turned upright first, since FER2013's faces are upright.
     Parts of the crop outside the plane are filled by replicating the border, so a face at
     the edge keeps its geometry instead of being stretched.
     """
-    x, y, w, h = (float(v) for v in box)
+    if len(box) > 4 and box[4]:
+        return _upright_patch(gray, box, margin)
+    x, y, w, h = (float(v) for v in box[:4])
     dx, dy = w * margin, h * margin
     x0, y0 = int(round(x - dx)), int(round(y - dy))
     x1, y1 = int(round(x + w + dx)), int(round(y + h + dy))
@@ -36,6 +40,37 @@ def face_patch(gray: np.ndarray, box, margin: float) -> np.ndarray:
     return cv2.resize(crop, (SIDE, SIDE), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
+def _upright_patch(gray: np.ndarray, box, margin: float) -> np.ndarray:
+    """Turn a square around the rolled face upright, then crop it like an upright face.
+
+    The square is cut out first (about 1.5x the crop), so only it is rotated, at full resolution: the
+    final resize can then average pixels (INTER_AREA) instead of sampling a rotated grid sparsely.
+    """
+    x, y, w, h, roll = (float(v) for v in box[:5])
+    cx, cy = x + w / 2, y + h / 2
+    half = int(np.ceil(max(w, h) * (1 + 2 * max(margin, 0.0)) * 0.75)) + 1
+    region = face_patch_region(gray, cx, cy, half)
+    # The region starts at round(cx) - half: keep the sub-pixel rest so an upright roll of 0.0 would crop alike.
+    rx, ry = cx - (round(cx) - half), cy - (round(cy) - half)
+    m = cv2.getRotationMatrix2D((rx, ry), -roll, 1.0)
+    upright = cv2.warpAffine(region, m, (2 * half, 2 * half), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return face_patch(upright, (rx - w / 2, ry - h / 2, w, h), margin)
+
+
+def face_patch_region(gray: np.ndarray, cx: float, cy: float, half: int) -> np.ndarray:
+    """The square ``[cx - half, cx + half)`` x ``[cy - half, cy + half)``, border replicated where it leaves the plane."""
+    x0, y0 = round(cx) - half, round(cy) - half
+    x1, y1 = x0 + 2 * half, y0 + 2 * half
+    H, W = gray.shape[:2]
+    cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(W, x1), min(H, y1)
+    if cx1 <= cx0 or cy1 <= cy0:
+        raise ValueError(f"face centre ({cx:.0f}, {cy:.0f}) lies outside the {W}x{H} plane")
+    crop = gray[cy0:cy1, cx0:cx1]
+    if (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1):
+        crop = cv2.copyMakeBorder(crop, cy0 - y0, y1 - cy1, cx0 - x0, x1 - cx1, cv2.BORDER_REPLICATE)
+    return crop
+
+
 def quantize(patches: np.ndarray, scale: float, zero_point: int, dtype=np.int8) -> np.ndarray:
     """uint8 faces [N,48,48] -> model input [N,48,48,1] with the model's own scale/zero point.
 
@@ -48,7 +83,20 @@ def quantize(patches: np.ndarray, scale: float, zero_point: int, dtype=np.int8) 
     return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
 
 
-def model_input(gray: np.ndarray, boxes, margin: float, scale: float, zero_point: int, dtype=np.int8) -> np.ndarray:
-    """Crop every box of a frame and quantize them as one batch."""
-    patches = np.stack([face_patch(gray, b, margin) for b in boxes]) if len(boxes) else np.zeros((0, SIDE, SIDE), np.uint8)
-    return quantize(patches, scale, zero_point, dtype)
+def patches(gray: np.ndarray, boxes, margin: float) -> np.ndarray:
+    """Every box of a frame as a 48x48 face, ``[N, 48, 48]`` uint8."""
+    if not len(boxes):
+        return np.zeros((0, SIDE, SIDE), np.uint8)
+    return np.stack([face_patch(gray, b, margin) for b in boxes])
+
+
+def stretch(faces: np.ndarray) -> np.ndarray:
+    """Each face's darkest pixel to 0 and brightest to 255, as in FER2013: 99.94 % of its faces span exactly
+    0..255, while a camera's face in shadow or backlight may span 20..90. A flat face is left as it is."""
+    f = np.asarray(faces, dtype=np.float32)
+    if not len(f):
+        return np.asarray(faces, dtype=np.uint8)
+    lo = f.min(axis=(1, 2), keepdims=True)
+    span = f.max(axis=(1, 2), keepdims=True) - lo
+    out = np.where(span > 0, (f - lo) * (255.0 / np.maximum(span, 1.0)), f)
+    return np.round(out).astype(np.uint8)

@@ -6,19 +6,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .detect import with_roll
+
 
 @dataclass
 class Track:
     id: int
-    box: np.ndarray  # x, y, w, h (main-frame coordinates, float)
+    box: np.ndarray  # x, y, w, h (main-frame coordinates, float), roll in degrees
     scores: np.ndarray  # smoothed probabilities
     hits: int = 1
     missed: int = 0
 
 
 def iou(a, b) -> float:
-    ax0, ay0, aw, ah = a
-    bx0, by0, bw, bh = b
+    ax0, ay0, aw, ah = a[:4]
+    bx0, by0, bw, bh = b[:4]
     ix = max(0.0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
     iy = max(0.0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
     inter = ix * iy
@@ -34,12 +36,12 @@ class IouTracker:
 
     def predicted_boxes(self) -> np.ndarray:
         """Boxes to classify on frames where the detector does not run."""
-        return np.array([t.box for t in self.tracks], dtype=np.float32).reshape(-1, 4)
+        return np.array([t.box for t in self.tracks], dtype=np.float32).reshape(-1, 5)
 
     def update(self, boxes, scores) -> list[Track]:
         """Match detections to tracks greedily by IoU; returns the tracks seen this frame,
         in the order of ``boxes``."""
-        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        boxes = with_roll(boxes)
         pairs = sorted(((iou(t.box, b), ti, bi) for ti, t in enumerate(self.tracks) for bi, b in enumerate(boxes)),
                        reverse=True)
         track_for: dict[int, Track] = {}

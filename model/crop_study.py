@@ -38,7 +38,7 @@ def study(model: str | None, data_path, limit: int | None, out: Path | None) -> 
     from edge.classify import Classifier
     from edge.config import Config
     from edge.detect import HaarDetector
-    from edge.preprocess import face_patch, quantize
+    from edge.preprocess import face_patch
     from edge.sources.base import gray_plane
 
     cfg = Config()
@@ -58,8 +58,8 @@ def study(model: str | None, data_path, limit: int | None, out: Path | None) -> 
         if not len(b):
             continue
         centre = np.array([side / 2, side / 2])
-        cand = b.astype(np.float64) * s
-        d = np.linalg.norm(cand[:, :2] + cand[:, 2:] / 2 - centre, axis=1)
+        cand = b[:, :4].astype(np.float64) * s  # upright search: the roll column is 0
+        d = np.linalg.norm(cand[:, :2] + cand[:, 2:4] / 2 - centre, axis=1)
         k = int(np.argmin(d))
         if d[k] > 48 * UP / 2:
             continue
@@ -77,7 +77,7 @@ def study(model: str | None, data_path, limit: int | None, out: Path | None) -> 
     y = split.y[idx]
 
     def acc(patches):
-        p = clf.scores_for_input(quantize(patches, clf.in_scale, clf.in_zero, clf.in_dtype))
+        p = clf.scores_for_input(clf.model_input(patches))  # stretched and quantized like the runtime
         return float((p.argmax(1) == y).mean())
 
     ceiling = acc(split.x[idx])

@@ -26,13 +26,12 @@ def tflite_scores(model_path: str | Path, x: np.ndarray, batch: int = 256, threa
     """Probabilities [N,7] for uint8 faces [N,48,48] via the runtime's own preprocessing;
     with ``flip``, averaged with the mirrored faces' scores."""
     from edge.classify import Classifier
-    from edge.preprocess import quantize
 
     clf = Classifier(model_path, threads=threads)
 
     def run(faces):
-        return np.concatenate([clf.scores_for_input(quantize(faces[i:i + batch], clf.in_scale, clf.in_zero,
-                                                             clf.in_dtype)) for i in range(0, len(faces), batch)])
+        return np.concatenate([clf.scores_for_input(clf.model_input(faces[i:i + batch]))
+                               for i in range(0, len(faces), batch)])
 
     p = run(x)
     return (p + run(np.ascontiguousarray(x[:, :, ::-1]))) / 2 if flip else p

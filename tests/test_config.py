@@ -27,6 +27,7 @@ def test_shipped_config_documents_every_key():
     ("[cameras]\nwidth = 2\n", "[cameras]: unknown section"),
     ("[detector]\nscale_factor = 1.0\n", "detector.scale_factor: must be greater than 1.0"),
     ("[detector]\nconfirm_below = 1.5\n", "detector.confirm_below: must be within 0..1"),
+    ("[detector]\ntilt = 60\n", "detector.tilt: must be within 0..45 degrees"),
     ("[display]\nhttp = \"8080\"\n", "display.http: expected HOST:PORT"),
     ("[classifier]\nthreads = 0\n", "classifier.threads: must be positive"),
     ("[detector\n", "invalid TOML"),

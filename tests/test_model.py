@@ -64,6 +64,27 @@ def test_runtime_path_equals_evaluation_path(fer_data):
         np.testing.assert_array_equal(clf.classify(frame, [(100, 70, 48, 48)])[0], ref[i])
 
 
+def test_stretch_leaves_fer2013_as_is_and_rescues_faces_in_shadow(fer_data):
+    """FER2013's faces already span 0..255, so the runtime's stretch changes neither them nor the model's
+    numbers; the same faces darkened as in a backlit room get their accuracy back only with it."""
+    from edge.preprocess import stretch
+
+    s = fer_data["PrivateTest"]
+    x, y = s.x[:1200], s.y[:1200]
+    assert (stretch(x) == x).all(axis=(1, 2)).mean() > 0.999
+    dark = (x * 0.3).astype(np.uint8)  # a 0..76 face
+
+    def acc(clf, faces):
+        return (np.concatenate([clf.scores_for_input(clf.model_input(faces[i:i + 300]))
+                                for i in range(0, len(faces), 300)]).argmax(1) == y).mean()
+
+    on, off = Classifier(threads=2), Classifier(threads=2, stretch=False)
+    base = acc(off, x)
+    assert acc(on, x) == base
+    assert acc(on, dark) > base - 0.01
+    assert acc(off, dark) < base - 0.02
+
+
 def test_shipped_model_private_test_accuracy(fer_data):
     from emotion_model.evaluate import metrics, tflite_scores
 

@@ -80,6 +80,105 @@ def test_second_cascade_rejects_small_texture_faces_but_keeps_real_ones(astronau
     assert len(checked.detect(faces)) == len(plain.detect(faces)) == 3
 
 
+def rolled(img: np.ndarray, degrees: float) -> np.ndarray:
+    """The photo turned counter-clockwise on screen about its centre, as a camera held askew or a leaning head."""
+    h, w = img.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    return cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+
+
+def test_leaning_faces_are_found_and_turned_upright(astronaut_bgr):
+    from edge.detect import HaarDetector
+    from edge.preprocess import face_patch
+
+    gray = cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY)
+    det = HaarDetector(confirm_below=0.1, tilt=20)
+    (upright,) = det.detect(gray, tilted=True)
+    assert upright[4] == 0  # an upright face keeps its upright box
+    reference = face_patch(gray, upright, 0.0).astype(float)
+    centre = upright[:2] + upright[2:4] / 2
+    for degrees in (-26, -18, 24, 28):
+        g = rolled(gray, degrees)
+        assert len(det.detect(g)) == 0, degrees  # the upright search alone misses it
+        (face,) = det.detect(g, tilted=True)
+        assert face[4] == 20 * np.sign(degrees)  # found in the search turned the other way
+        m = cv2.getRotationMatrix2D((256, 256), degrees, 1.0)
+        moved = m @ np.array([*centre, 1.0])
+        assert np.hypot(*(face[:2] + face[2:4] / 2 - moved)) < 0.2 * face[2], (degrees, face)
+        patch = face_patch(g, face, 0.0).astype(float)
+        unturned = face_patch(g, face[:4], 0.0).astype(float)
+        # The crop turned upright looks like the upright face; the same box not turned does not.
+        assert np.corrcoef(reference.ravel(), patch.ravel())[0, 1] > 0.65
+        assert np.corrcoef(reference.ravel(), patch.ravel())[0, 1] > np.corrcoef(reference.ravel(), unturned.ravel())[0, 1] + 0.15
+    assert len(HaarDetector(tilt=0).detect(rolled(gray, 24), tilted=True)) == 0  # tilt 0: upright only
+
+
+def test_leaning_face_in_a_photo_through_the_cli(tmp_path, astronaut_bgr):
+    img = tmp_path / "leaning.jpg"
+    cv2.imwrite(str(img), rolled(astronaut_bgr, -24))
+    out = tmp_path / "annotated.png"
+    r = emotion_edge("run", "--source", str(img), "--annotate", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (ev,) = events_of(r.stdout)
+    validate(ev)
+    (face,) = ev["faces"]
+    assert face["roll"] == -20.0 and face["emotion"] == "happy", face
+    # The box is drawn turned: ink at the turned square's corners, none at the unturned square's bottom corners.
+    drawn = np.any(cv2.imread(str(out)).astype(int) - cv2.imread(str(img)) != 0, axis=2)
+    x, y, w, h = face["box"]
+    for cx, cy in cv2.boxPoints(((x + w / 2, y + h / 2), (w, h), -face["roll"])).round().astype(int):
+        assert drawn[cy - 2:cy + 3, cx - 2:cx + 3].any(), (cx, cy)
+    assert not drawn[y + h - 4:y + h, x:x + 4].any() and not drawn[y + h - 4:y + h, x + w - 4:x + w].any()
+    cfg = tmp_path / "upright.toml"
+    cfg.write_text("[detector]\ntilt = 0\n")
+    r = emotion_edge("run", "--config", str(cfg), "--source", str(img), cwd=tmp_path)
+    (ev,) = events_of(r.stdout)
+    assert ev["faces"] == []
+
+
+def test_tilted_search_is_for_recorded_sources_unless_asked(monkeypatch, demo_video):
+    from edge.sources.base import FrameSource
+
+    class Live(FrameSource):
+        live = True
+
+        def read(self):
+            return None
+
+    out = app.Outputs(events=None)
+    assert app.build(config.from_dict({}), str(demo_video), out).tilted
+    monkeypatch.setattr(app, "make_source", lambda cfg, spec, want_main: Live())
+    assert not app.build(config.from_dict({}), "webcam:0", out).tilted
+    assert app.build(config.from_dict({"detector": {"tilt_live": True}}), "webcam:0", out).tilted
+    assert not app.build(config.from_dict({"detector": {"tilt": 0}}), str(demo_video), out).tilted
+
+
+def test_thumbnail_and_photo_in_shadow(tmp_path, astronaut_bgr):
+    thumb = tmp_path / "thumb.png"
+    cv2.imwrite(str(thumb), cv2.resize(astronaut_bgr, (128, 128), interpolation=cv2.INTER_AREA))
+    r = emotion_edge("run", "--source", str(thumb), cwd=tmp_path)
+    (ev,) = events_of(r.stdout)
+    (face,) = ev["faces"]  # a 24-px face: under the detector's 40-px window without the enlarged plane
+    x, y, w, h = face["box"]
+    assert ev["frame"] == {"w": 128, "h": 128} and 18 < w < 32 and 35 < x + w / 2 < 70, face["box"]
+    assert face["emotion"] == "happy"
+
+    def confidence(img, *args):
+        path = tmp_path / "p.png"
+        cv2.imwrite(str(path), img)
+        r = emotion_edge("run", *args, "--source", str(path), cwd=tmp_path)
+        (ev,) = events_of(r.stdout)
+        (face,) = ev["faces"]
+        return face["scores"]["happy"]
+
+    shadow = (astronaut_bgr * 0.25).astype(np.uint8)
+    unstretched = tmp_path / "unstretched.toml"
+    unstretched.write_text("[classifier]\nstretch = false\n")
+    normal, dark = confidence(astronaut_bgr), confidence(shadow)
+    assert dark > normal - 0.05  # stretched to 0..255 like FER2013's faces, the dark face reads as well
+    assert confidence(shadow, "--config", str(unstretched)) < dark - 0.1
+
+
 def test_frame_without_face_gives_empty_faces(tmp_path):
     rng = np.random.default_rng(0)
     img = tmp_path / "wall.jpg"
