@@ -179,6 +179,33 @@ def test_thumbnail_and_photo_in_shadow(tmp_path, astronaut_bgr):
     assert confidence(shadow, "--config", str(unstretched)) < dark - 0.1
 
 
+def test_portrait_phone_clip_is_played_upright(tmp_path, astronaut_bgr):
+    """A phone held upright stores landscape frames and a 90-degree display matrix in the track header."""
+    import struct
+
+    portrait = np.full((640, 480, 3), 100, np.uint8)
+    portrait[64:576] = cv2.resize(astronaut_bgr, (480, 512))
+    stored = cv2.rotate(portrait, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    raw = tmp_path / "raw.mp4"
+    vw = cv2.VideoWriter(str(raw), cv2.VideoWriter_fourcc(*"mp4v"), 15, (640, 480))
+    for _ in range(10):
+        vw.write(stored)
+    vw.release()
+    b = bytearray(raw.read_bytes())
+    i = b.find(b"tkhd")
+    assert i > 0 and b[i + 4] == 0  # version 0 header: the matrix follows 40 bytes of fields
+    off = i + 8 + 20 + 8 + 8
+    assert struct.unpack(">9i", b[off:off + 36]) == (65536, 0, 0, 0, 65536, 0, 0, 0, 1 << 30)  # identity
+    b[off:off + 36] = struct.pack(">9i", 0, 65536, 0, -65536, 0, 0, 480 << 16, 0, 1 << 30)  # turn 90 degrees
+    clip = tmp_path / "phone.mp4"
+    clip.write_bytes(bytes(b))
+    r = emotion_edge("run", "--source", str(clip), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    evs = events_of(r.stdout)
+    assert len(evs) == 10 and all(e["frame"] == {"w": 480, "h": 640} for e in evs)
+    assert all(len(e["faces"]) == 1 and e["faces"][0]["emotion"] == "happy" for e in evs)
+
+
 def test_frame_without_face_gives_empty_faces(tmp_path):
     rng = np.random.default_rng(0)
     img = tmp_path / "wall.jpg"

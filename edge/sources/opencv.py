@@ -33,6 +33,10 @@ class VideoFileSource(FrameSource):
         self.cap = cv2.VideoCapture(str(self.path))
         if not self.cap.isOpened():
             raise SourceError(f"{self.path}: not a video OpenCV can decode")
+        # A phone's portrait clip stores landscape frames plus a 90-degree display matrix: without honouring it
+        # every face lies on its side. Asked for explicitly because some OpenCV 4.11 builds turned it off
+        # by default (opencv/opencv#26795).
+        self.cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
         self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 0.0
         self.frame_count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self._read_any = False
