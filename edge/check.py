@@ -65,7 +65,10 @@ def check_cascade(cfg: Config) -> bool:
     try:
         det = make_detector(cfg)
         det.detect(np.zeros((240, 320), np.uint8))
-        extra = f" (+ {det.confirm_path.name} for small boxes)" if det.confirm_path else ""
+        which = "small and turned boxes" if det.tilt > 0 else "small boxes"
+        extra = f" (+ {det.confirm_path.name} for {which})" if det.confirm_path else ""
+        if det.tilt > 0:
+            extra += f"; photos and files also searched turned by ±{det.tilt:g}°"
         return _line("cascade", True, f"{det.path}{extra}")
     except DetectorError as e:
         return _line("cascade", False, str(e))

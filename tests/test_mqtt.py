@@ -232,7 +232,7 @@ def test_check_reports_broker(broker, tmp_path):
     r = emotion_edge("check", "--config", str(cfg))
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"ok   broker   localhost:{broker.port}" in r.stdout
-    assert "ok   cascade" in r.stdout and "haarcascade_frontalface_alt.xml for small boxes" in r.stdout
+    assert "ok   cascade" in r.stdout and "haarcascade_frontalface_alt.xml for small and turned boxes" in r.stdout
     broker.stop()
     r = emotion_edge("check", "--config", str(cfg), "--timeout", "2")
     assert r.returncode == 1 and "FAIL broker" in r.stdout
