@@ -28,12 +28,21 @@ def _under_systemd() -> bool:
     return bool(os.environ.get("INVOCATION_ID") and os.environ.get("NOTIFY_SOCKET"))
 
 
-def _status_line(snap: dict, faces) -> str:
+def _status_line(snap: dict, faces, total: int | None = None) -> str:
     parts = [f"{snap['fps']:.1f} fps", f"{len(faces)} face{'s' if len(faces) != 1 else ''}"]
     if faces:
         f = faces[0]
         parts[-1] += f" ({f.emotion} {f.confidence:.0%})"
-    parts.append(f"frames {snap['frames']}")
+    if total:
+        # A long clip or a big folder: how far, and how long the rest will take at the current rate.
+        done = snap["frames"]
+        progress = f"frames {done}/{total} ({100 * done / total:.0f} %)"
+        if snap["fps"] > 0 and done < total:
+            left = (total - done) / snap["fps"]
+            progress += f", {left / 60:.1f} min left" if left >= 90 else f", {left:.0f} s left"
+        parts.append(progress)
+    else:
+        parts.append(f"frames {snap['frames']}")
     if snap["bad_frames"]:
         parts.append(f"bad {snap['bad_frames']}")
     return ", ".join(parts)
@@ -102,7 +111,7 @@ def cmd_run(args) -> int:
         if now - last_status[0] >= cfg.service.status_interval:
             last_status[0] = now
             snap = pipe.stats.snapshot()
-            line = _status_line(snap, event.faces)
+            line = _status_line(snap, event.faces, source.total)
             notifier.status(line)
             log.info("status: %s", line, extra={"EMOTION_EDGE_FPS": f"{snap['fps']:.2f}",
                                                  "EMOTION_EDGE_FACES": str(len(event.faces)),

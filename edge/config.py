@@ -63,7 +63,10 @@ class ClassifierConfig:
     labels: str = ""  # empty: the labels file beside the model
     threads: int = 1
     margin: float = 0.0  # crop margin around the Haar box, fraction of its size per side (see model card)
-    flip: bool = False  # also classify the mirrored face and average (one batched call)
+    # Also classify the mirrored face and average (one batched call): photos and video files, where the
+    # classifier's cost hardly counts, and live sources only with flip_live.
+    flip: bool = True
+    flip_live: bool = False
     # Stretch each 48x48 face to 0..255 before the model, as FER2013's faces are: a face in shadow or
     # backlight then looks like the training data. Off only for a model trained on unstretched faces.
     stretch: bool = True

@@ -49,7 +49,7 @@ def _upright_patch(gray: np.ndarray, box, margin: float) -> np.ndarray:
     x, y, w, h, roll = (float(v) for v in box[:5])
     cx, cy = x + w / 2, y + h / 2
     half = int(np.ceil(max(w, h) * (1 + 2 * max(margin, 0.0)) * 0.75)) + 1
-    region = face_patch_region(gray, cx, cy, half)
+    region = _square_region(gray, cx, cy, half)
     # The region starts at round(cx) - half: keep the sub-pixel rest so an upright roll of 0.0 would crop alike.
     rx, ry = cx - (round(cx) - half), cy - (round(cy) - half)
     m = cv2.getRotationMatrix2D((rx, ry), -roll, 1.0)
@@ -57,7 +57,7 @@ def _upright_patch(gray: np.ndarray, box, margin: float) -> np.ndarray:
     return face_patch(upright, (rx - w / 2, ry - h / 2, w, h), margin)
 
 
-def face_patch_region(gray: np.ndarray, cx: float, cy: float, half: int) -> np.ndarray:
+def _square_region(gray: np.ndarray, cx: float, cy: float, half: int) -> np.ndarray:
     """The square ``[cx - half, cx + half)`` x ``[cy - half, cy + half)``, border replicated where it leaves the plane."""
     x0, y0 = round(cx) - half, round(cy) - half
     x1, y1 = x0 + 2 * half, y0 + 2 * half

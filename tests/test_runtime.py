@@ -136,7 +136,7 @@ def test_leaning_face_in_a_photo_through_the_cli(tmp_path, astronaut_bgr):
     assert ev["faces"] == []
 
 
-def test_tilted_search_is_for_recorded_sources_unless_asked(monkeypatch, demo_video):
+def test_tilted_search_and_flip_are_for_recorded_sources_unless_asked(monkeypatch, demo_video):
     from edge.sources.base import FrameSource
 
     class Live(FrameSource):
@@ -146,11 +146,17 @@ def test_tilted_search_is_for_recorded_sources_unless_asked(monkeypatch, demo_vi
             return None
 
     out = app.Outputs(events=None)
-    assert app.build(config.from_dict({}), str(demo_video), out).tilted
+    recorded = app.build(config.from_dict({}), str(demo_video), out)
+    assert recorded.tilted and recorded.classifier.flip
     monkeypatch.setattr(app, "make_source", lambda cfg, spec, want_main: Live())
-    assert not app.build(config.from_dict({}), "webcam:0", out).tilted
-    assert app.build(config.from_dict({"detector": {"tilt_live": True}}), "webcam:0", out).tilted
-    assert not app.build(config.from_dict({"detector": {"tilt": 0}}), str(demo_video), out).tilted
+    live = app.build(config.from_dict({}), "webcam:0", out)
+    assert not live.tilted and not live.classifier.flip
+    asked = app.build(config.from_dict({"detector": {"tilt_live": True}, "classifier": {"flip_live": True}}),
+                      "webcam:0", out)
+    assert asked.tilted and asked.classifier.flip
+    monkeypatch.undo()
+    off = app.build(config.from_dict({"detector": {"tilt": 0}, "classifier": {"flip": False}}), str(demo_video), out)
+    assert not off.tilted and not off.classifier.flip
 
 
 def test_thumbnail_and_photo_in_shadow(tmp_path, astronaut_bgr):
@@ -339,6 +345,17 @@ def test_status_line_on_stderr(tmp_path):
     r = emotion_edge("run", "--config", str(cfg), "--source", "demo:60", "--events", "none")
     assert r.returncode == 0
     assert "status: " in r.stderr and " fps, " in r.stderr and "face" in r.stderr
+
+
+
+def test_status_line_shows_progress_through_a_clip(tmp_path, demo_video):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[service]\nstatus_interval = 0.05\n")
+    r = emotion_edge("run", "--config", str(cfg), "--source", str(demo_video), "--events", "none")
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if "status: " in ln]
+    assert lines and all("/40 (" in ln for ln in lines), lines  # the demo clip has 40 frames
+    assert any(" s left" in ln for ln in lines), lines
 
 
 class CountingDetector:

@@ -42,6 +42,8 @@ class FrameSource(abc.ABC):
     #: Frames are unrelated pictures (a folder of photos): no tracking or smoothing across them.
     independent: bool = False
     description: str = "source"
+    #: Frames a recorded source will give (for progress lines), or None when unknown or endless.
+    total: int | None = None
 
     def __init__(self):
         self.bad_frames = 0

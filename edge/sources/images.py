@@ -58,6 +58,7 @@ class ImageSource(FrameSource):
             self.description = f"image {self.path}"
         else:
             raise SourceError(f"{self.path}: no such file or folder")
+        self.total = len(self.files)
         self._i = 0
 
     def read(self):
@@ -73,8 +74,8 @@ class ImageSource(FrameSource):
                 continue
             frame = make_frame(self._next_seq(), img, self.max_width, name=f.name if self.folder else None)
             h, w = frame.gray.shape
-            if w < STILL_MIN_WIDTH:
-                frame.gray = cv2.resize(frame.gray, (STILL_MIN_WIDTH, max(1, round(h * STILL_MIN_WIDTH / w))),
-                                        interpolation=cv2.INTER_CUBIC)
+            k = min(STILL_MIN_WIDTH / w, max(1.0, self.max_width / h))  # a narrow strip is not made huge
+            if k > 1.0:
+                frame.gray = cv2.resize(frame.gray, (round(w * k), round(h * k)), interpolation=cv2.INTER_CUBIC)
             return frame
         return None

@@ -39,6 +39,7 @@ class VideoFileSource(FrameSource):
         self.cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
         self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 0.0
         self.frame_count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.total = self.frame_count if self.frame_count > 0 and not self.loop else None
         self._read_any = False
 
     def read(self):
