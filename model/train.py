@@ -280,6 +280,8 @@ def train(args) -> Path:
     recipe = RECIPES[args.recipe]
     over = {k: getattr(args, k) for k in ("epochs", "batch", "lr", "warmup_epochs", "precision")
             if getattr(args, k) is not None}
+    if args.augment is not None:
+        over["augment"] = None if args.augment == "none" else args.augment
     if over:
         recipe = Recipe(**{**asdict(recipe), **over})
     for flag, path in [("--teacher", t) for t in args.teacher] + ([("--init", args.init)] if args.init else []):
@@ -335,7 +337,12 @@ def train(args) -> Path:
         model = keras.models.load_model(out / "last.keras")
     else:
         model = build(keras, recipe, steps)
-        if init:
+        if init and init.endswith(".keras"):
+            # A float Keras model of the same network (an averaged run's averaged.keras): its exact weights,
+            # BatchNorm included, instead of an int8 model's dequantized ones.
+            model.set_weights(keras.models.load_model(init).get_weights())
+            print(f"initialised from {args.init}", flush=True)
+        elif init:
             from .warmstart import load_tflite_weights
 
             load_tflite_weights(model, init, calib)
@@ -369,9 +376,10 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float)
     p.add_argument("--warmup", dest="warmup_epochs", type=int, metavar="EPOCHS",
                    help="override the recipe's learning-rate warm-up")
-    p.add_argument("--init", metavar="TFLITE",
-                   help="start from this int8 model's weights (same architecture) instead of from scratch: "
-                        "fine-tuning, e.g. with --teacher, a lower --lr and a short schedule")
+    p.add_argument("--augment", choices=("full", "light", "none"), help="override the recipe's augmentation level")
+    p.add_argument("--init", metavar="MODEL",
+                   help="start from this model's weights (same architecture; an int8 .tflite or a float .keras) instead of "
+                        "from scratch: fine-tuning, e.g. with --teacher, a lower --lr and a short schedule")
     p.add_argument("--precision", choices=("float32", "mixed_bfloat16"),
                    help="override the recipe's; whether bfloat16 pays depends on the CPU (measured: 1.45x "
                         "faster on one machine, 1.5x slower on another with AVX512-BF16 but no AMX)")

@@ -415,3 +415,13 @@ def test_fine_tuning_from_a_tflite_model(tmp_path, fer_csv):
     assert json.loads((tuned / "state.json").read_text())["init"] == str(shipped.resolve())
     r = _train(tuned, "--recipe", "vgg_wide", "--epochs", "1", "--lr", "1e-5", "--warmup", "0", "--resume")
     assert r.returncode != 0 and "another model" in (r.stderr + r.stdout)
+
+    # From a float Keras model (an averaged run's averaged.keras, here the tuned run's best epoch), without
+    # augmentation: its exact weights, so the accuracy carries over.
+    polished = tmp_path / "polished"
+    r = _train(polished, "--recipe", "vgg_wide", "--epochs", "1", "--lr", "1e-5", "--warmup", "0", "--augment", "none",
+               "--init", str(tuned / "best.keras"))
+    assert r.returncode == 0 and "initialised from" in r.stdout, r.stderr[-3000:]
+    state = json.loads((polished / "state.json").read_text())
+    assert state["recipe"]["augment"] is None
+    assert abs(state["history"]["val_accuracy"][0] - acc["tuned"]) < 0.05
