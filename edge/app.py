@@ -6,6 +6,8 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+from emotion_model import LABELS
+
 from .classify import Classifier
 from .config import Config
 from .detect import HaarDetector
@@ -42,10 +44,11 @@ def make_source(cfg: Config, spec: str | None, want_main: bool) -> FrameSource:
 class Outputs:
     events: str | None = None  # "-" or a path
     annotate: str | None = None
+    timeline: str | None = None  # a picture of each face's emotions over the run
     extra: list = field(default_factory=list)  # already-built sinks (tests)
 
 
-def make_sinks(cfg: Config, out: Outputs, source: FrameSource, stats_fn=None) -> list[Sink]:
+def make_sinks(cfg: Config, out: Outputs, source: FrameSource, stats_fn=None, labels=LABELS) -> list[Sink]:
     sinks: list[Sink] = []
     if out.events:
         from .sinks.jsonl import JsonLinesSink
@@ -56,6 +59,12 @@ def make_sinks(cfg: Config, out: Outputs, source: FrameSource, stats_fn=None) ->
 
         fps = getattr(source, "fps", 0) or cfg.camera.fps
         sinks.append(AnnotateSink(out.annotate, fps=min(fps, 30.0), scores=cfg.display.scores))
+    if out.timeline or not (source.live or (source.independent and source.total == 1)):
+        # Clips and folders end with a summary in the log; the picture only when asked for.
+        from .sinks.timeline import TimelineSink
+
+        sinks.append(TimelineSink(out.timeline, labels, fps=0.0 if source.live else getattr(source, "fps", 0.0),
+                                  per_face=not source.independent))
     if cfg.mqtt.enabled:
         from .sinks.mqtt import MqttSink
 
@@ -87,5 +96,5 @@ def build(cfg: Config, spec: str | None, out: Outputs, stop: threading.Event | N
     classifier.flip = cfg.classifier.flip_live if source.live else cfg.classifier.flip
     pipe = Pipeline(source, detector, classifier, make_tracker(cfg), (), device=cfg.device,
                     detect_every=cfg.detector.every, stop=stop, tilted=tilted)
-    pipe.sinks = make_sinks(cfg, out, source, stats_fn=pipe.stats.snapshot)
+    pipe.sinks = make_sinks(cfg, out, source, stats_fn=pipe.stats.snapshot, labels=classifier.labels)
     return pipe

@@ -86,7 +86,7 @@ def cmd_run(args) -> int:
     if events == "none":
         events = None
     try:
-        pipe = build(cfg, args.source, Outputs(events=events, annotate=args.annotate), stop)
+        pipe = build(cfg, args.source, Outputs(events=events, annotate=args.annotate, timeline=args.timeline), stop)
     except (ModelError, DetectorError, SourceError, ConfigError, ValueError, OSError, ImportError) as e:
         log.error("%s", e)
         return EXIT_USAGE if isinstance(e, (ConfigError, ValueError)) else EXIT_FAILURE
@@ -179,6 +179,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--events", metavar="PATH", help="JSON lines: '-' for stdout (the default outside systemd), "
                                                     "a file, or 'none'")
     r.add_argument("--annotate", metavar="PATH", help="annotated output: video (.mp4/.avi), image (.jpg/.png) or folder/")
+    r.add_argument("--timeline", metavar="PATH", help="a picture (.png/.jpg) of each face's emotions over the run")
     r.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     r.set_defaults(func=cmd_run)
 

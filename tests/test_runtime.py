@@ -277,6 +277,52 @@ def test_annotated_video_has_every_frame_and_boxes(tmp_path, demo_video):
     assert n == 40 and ok and frame.shape == (480, 640, 3)
 
 
+def test_annotated_clip_keeps_the_clips_frame_rate(tmp_path, astronaut_bgr):
+    clip = tmp_path / "slow.mp4"
+    vw = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 15, (512, 512))
+    for _ in range(15):
+        vw.write(astronaut_bgr)
+    vw.release()
+    out = tmp_path / "annotated.mp4"
+    r = emotion_edge("run", "--source", str(clip), "--annotate", str(out), "--events", "none")
+    assert r.returncode == 0, r.stderr
+    cap = cv2.VideoCapture(str(out))
+    fps, n = cap.get(cv2.CAP_PROP_FPS), int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    assert (fps, n) == (15.0, 15)  # written at 30 fps before, it played at double speed
+
+
+def test_clip_summary_and_timeline_picture(tmp_path, demo_video):
+    from edge.draw import colour
+
+    out = tmp_path / "timeline.png"
+    r = emotion_edge("run", "--source", str(demo_video), "--timeline", str(out), "--events", "none")
+    assert r.returncode == 0, r.stderr
+    assert "summary: faces in 40 of 40 frames; happy" in r.stderr
+    assert "face 1: 40 frames, 0.0 s to 1.3 s; happy" in r.stderr  # the demo clip runs at 30 fps
+    img = cv2.imread(str(out))
+    assert img is not None and img.shape[1] == 1200
+    row = img[16 + 17, 90:1160]  # the first row's middle line, across the plot
+    happy = np.all(np.abs(row.astype(int) - colour("happy", "bgr")) < 8, axis=1)
+    assert happy.mean() > 0.9
+
+    bad = emotion_edge("run", "--source", str(demo_video), "--timeline", str(tmp_path / "t.txt"), "--events", "none")
+    assert bad.returncode == 2 and "must be .png or .jpg" in bad.stderr
+
+
+def test_folder_summary_counts_every_photo(tmp_path, astronaut_bgr):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(d / f"{i}.jpg"), astronaut_bgr)
+    cv2.imwrite(str(d / "3_blank.png"), np.full((240, 320, 3), 90, np.uint8))
+    r = emotion_edge("run", "--source", str(d), "--events", "none")
+    assert r.returncode == 0, r.stderr
+    assert "summary: faces in 3 of 4 frames; happy 100 %" in r.stderr
+    single = emotion_edge("run", "--source", str(d / "0.jpg"), "--events", "none")
+    assert "summary:" not in single.stderr  # one photo: its event says it all
+
+
 def test_annotated_image_shows_box_in_emotion_colour(tmp_path, astronaut_bgr):
     from edge.draw import COLOURS
 

@@ -28,6 +28,11 @@ class VideoFileSource(FrameSource):
         self.loop = loop
         self.description = f"video {self.path}"
         self.cap = None
+        # The outputs are made before the source starts (model and cascade fail first), and an annotated
+        # clip must be written at the clip's own rate: read it now from a short-lived probe.
+        probe = cv2.VideoCapture(str(self.path))
+        self.fps = (probe.get(cv2.CAP_PROP_FPS) or 0.0) if probe.isOpened() else 0.0
+        probe.release()
 
     def start(self):
         self.cap = cv2.VideoCapture(str(self.path))
