@@ -313,12 +313,15 @@ def test_clip_summary_and_timeline_picture(tmp_path, demo_video):
 def test_folder_summary_counts_every_photo(tmp_path, astronaut_bgr):
     d = tmp_path / "imgs"
     d.mkdir()
-    for i in range(3):
+    for i in range(2):
         cv2.imwrite(str(d / f"{i}.jpg"), astronaut_bgr)
+    cv2.imwrite(str(d / "2_group.jpg"), group_photo(astronaut_bgr))
     cv2.imwrite(str(d / "3_blank.png"), np.full((240, 320, 3), 90, np.uint8))
-    r = emotion_edge("run", "--source", str(d), "--events", "none")
+    r = emotion_edge("run", "--source", str(d), "--events", "none", "--timeline", str(tmp_path / "t.png"))
     assert r.returncode == 0, r.stderr
-    assert "summary: faces in 3 of 4 frames; happy 100 %" in r.stderr
+    assert "summary: 5 faces in 3 of 4 photos; happy 100 %" in r.stderr
+    assert "face 1:" not in r.stderr  # a folder's faces are unrelated: no per-face lines
+    assert cv2.imread(str(tmp_path / "t.png")) is not None
     single = emotion_edge("run", "--source", str(d / "0.jpg"), "--events", "none")
     assert "summary:" not in single.stderr  # one photo: its event says it all
 

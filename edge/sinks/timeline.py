@@ -27,7 +27,8 @@ class TimelineSink(Sink):
 
     def __init__(self, path: str | None, labels, fps: float = 0.0, per_face: bool = True):
         """``fps``: the clip's rate, for a time axis in seconds (0: frame numbers). ``per_face``: one row per
-        tracked face (a clip); False for a folder of photos, whose faces are unrelated: one row, the largest."""
+        tracked face (a clip); False for a folder of photos, whose faces are unrelated: every face counts in the
+        summary, and the picture has one row, each photo's largest face."""
         if path and Path(path).suffix.lower() not in IMAGE_SUFFIXES:
             raise ValueError(f"--timeline {path}: the picture must be .png or .jpg")
         if path and not Path(path).resolve().parent.is_dir():
@@ -41,8 +42,7 @@ class TimelineSink(Sink):
     def handle(self, event, frame):
         self.frames += 1
         self.last_seq = event.seq
-        faces = event.faces if self.per_face else event.faces[:1]  # faces are largest first
-        for f in faces:
+        for f in event.faces:
             if len(self.records) >= MAX_RECORDS:
                 if not self._full:
                     log.warning("timeline: %d records kept, later frames are not recorded", MAX_RECORDS)
@@ -73,11 +73,13 @@ def summary_lines(records, labels, frames: int, fps: float, per_face: bool) -> l
     """One line for all faces, then one per face (clips), most seen first."""
     if not frames:
         return []
+    unit = "frames" if per_face else "photos"
     if not records:
-        return [f"summary: no face in {frames} frame{'s' if frames != 1 else ''}"]
+        return [f"summary: no face in {frames} {unit if frames != 1 else unit[:-1]}"]
     overall = collections.Counter(k for _, _, k in records)
     with_face = len({s for s, _, _ in records})
-    lines = [f"summary: faces in {with_face} of {frames} frames; {_shares(overall, labels, 7)}"]
+    count = "faces" if per_face else f"{len(records)} face{'s' if len(records) != 1 else ''}"
+    lines = [f"summary: {count} in {with_face} of {frames} {unit}; {_shares(overall, labels, 7)}"]
     if per_face:
         by_face: dict[int, list] = collections.defaultdict(list)
         for s, i, k in records:
@@ -112,6 +114,7 @@ def timeline_image(records, labels, last_seq: int, fps: float, per_face: bool) -
         return left + int(round((seq - 1) / max(last_seq, 1) * plot_w))
 
     row_of = {i: r for r, i in enumerate(rows)}
+    drawn = set()  # (frame, row): a folder's row shows each photo's first face, the largest
     for r, i in enumerate(rows):
         y = top + r * row_h
         cv2.rectangle(img, (left, y + 4), (left + plot_w, y + row_h - 4), (246, 246, 246), -1)
@@ -120,8 +123,9 @@ def timeline_image(records, labels, last_seq: int, fps: float, per_face: bool) -
         cv2.putText(img, name, (8, y + row_h // 2 + 5), FONT, 0.5, (40, 40, 40), 1, cv2.LINE_AA)
     for s, i, k in records:
         r = row_of.get(i)
-        if r is None:
+        if r is None or (s, r) in drawn:
             continue
+        drawn.add((s, r))
         y = top + r * row_h
         cv2.rectangle(img, (x_of(s), y + 4), (max(x_of(s + 1) - 1, x_of(s)), y + row_h - 4),
                       colour(labels[k], "bgr"), -1)
