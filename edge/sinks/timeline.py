@@ -17,7 +17,7 @@ from . import Sink
 
 log = logging.getLogger(__name__)
 
-MAX_RECORDS = 2_000_000  # (frame, face, emotion) triples: about 100 MB of Python tuples
+MAX_RECORDS = 500_000  # (frame, face, emotion) triples, about 50 MB: two faces through 2.3 hours at 30 fps
 MAX_ROWS = 8  # faces drawn, those seen in the most frames
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
