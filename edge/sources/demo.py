@@ -49,6 +49,8 @@ class DemoSource(FrameSource):
         super().__init__()
         self.n, self.size, self.lores, self.loop = frames, (width, height), (lores_width, lores_height), loop
         self.description = f"demo clip ({frames} frames of scikit-image's astronaut)"
+        self.fps = 30.0  # its nominal rate: annotated copies and timelines play it as a 30-fps clip
+        self.total = None if loop else frames
         self.photo = None
         self._i = 0
 
