@@ -24,11 +24,14 @@ def make_detector(cfg: Config) -> HaarDetector:
     return HaarDetector(d.cascade, d.scale_factor, d.min_neighbors, d.min_size, d.confirm_below, d.tilt)
 
 
+def flips(cfg: Config, live: bool) -> bool:
+    """Flip averaging: for photos and files with ``flip``, for a camera or stream only with ``flip_live``."""
+    return cfg.classifier.flip_live if live else cfg.classifier.flip
+
+
 def make_classifier(cfg: Config, live: bool = True) -> Classifier:
-    """``live``: for a camera or stream, where flip averaging is on only with ``flip_live``."""
     c = cfg.classifier
-    return Classifier(c.model or None, c.labels or None, c.threads, c.margin, c.flip_live if live else c.flip,
-                      c.stretch)
+    return Classifier(c.model or None, c.labels or None, c.threads, c.margin, flips(cfg, live), c.stretch)
 
 
 def make_tracker(cfg: Config) -> IouTracker:
@@ -93,7 +96,7 @@ def build(cfg: Config, spec: str | None, out: Outputs, stop: threading.Event | N
     # Photos and files have no frame budget, a live camera does: only it skips the tilted searches and the
     # mirrored second look by default.
     tilted = cfg.detector.tilt > 0 and (cfg.detector.tilt_live or not source.live)
-    classifier.flip = cfg.classifier.flip_live if source.live else cfg.classifier.flip
+    classifier.flip = flips(cfg, source.live)  # the classifier was made before the source, to fail first
     pipe = Pipeline(source, detector, classifier, make_tracker(cfg), (), device=cfg.device,
                     detect_every=cfg.detector.every, stop=stop, tilted=tilted)
     pipe.sinks = make_sinks(cfg, out, source, stats_fn=pipe.stats.snapshot, labels=classifier.labels)

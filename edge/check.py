@@ -65,10 +65,10 @@ def check_cascade(cfg: Config) -> bool:
     try:
         det = make_detector(cfg)
         det.detect(np.zeros((240, 320), np.uint8))
-        which = "small and turned boxes" if det.tilt > 0 else "small boxes"
-        extra = f" (+ {det.confirm_path.name} for {which})" if det.confirm_path else ""
-        if det.tilt > 0:
-            extra += f"; photos and files also searched turned by ±{det.tilt:g}°"
+        turned = det.tilt > 0
+        which = "small and turned" if turned else "small"
+        extra = f" (+ {det.confirm_path.name} for {which} boxes)" if det.confirm_path else ""
+        extra += f"; photos and files also searched turned by ±{det.tilt:g}°" if turned else ""
         return _line("cascade", True, f"{det.path}{extra}")
     except DetectorError as e:
         return _line("cascade", False, str(e))

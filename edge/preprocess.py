@@ -25,15 +25,9 @@ def face_patch(gray: np.ndarray, box, margin: float) -> np.ndarray:
     dx, dy = w * margin, h * margin
     x0, y0 = int(round(x - dx)), int(round(y - dy))
     x1, y1 = int(round(x + w + dx)), int(round(y + h + dy))
-    H, W = gray.shape[:2]
     if x1 <= x0 or y1 <= y0:
         raise ValueError(f"empty face box {box!r}")
-    cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(W, x1), min(H, y1)
-    if cx1 <= cx0 or cy1 <= cy0:
-        raise ValueError(f"face box {box!r} lies outside the {W}x{H} plane")
-    crop = gray[cy0:cy1, cx0:cx1]
-    if (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1):
-        crop = cv2.copyMakeBorder(crop, cy0 - y0, y1 - cy1, cx0 - x0, x1 - cx1, cv2.BORDER_REPLICATE)
+    crop = _crop(gray, x0, y0, x1, y1, box)
     if crop.shape == (SIDE, SIDE):
         return np.ascontiguousarray(crop)
     shrinking = crop.shape[0] > SIDE
@@ -49,22 +43,21 @@ def _upright_patch(gray: np.ndarray, box, margin: float) -> np.ndarray:
     x, y, w, h, roll = (float(v) for v in box[:5])
     cx, cy = x + w / 2, y + h / 2
     half = int(np.ceil(max(w, h) * (1 + 2 * max(margin, 0.0)) * 0.75)) + 1
-    region = _square_region(gray, cx, cy, half)
-    # The region starts at round(cx) - half: keep the sub-pixel rest so an upright roll of 0.0 would crop alike.
-    rx, ry = cx - (round(cx) - half), cy - (round(cy) - half)
+    x0, y0 = round(cx) - half, round(cy) - half
+    region = _crop(gray, x0, y0, x0 + 2 * half, y0 + 2 * half, box)
+    # Keep the sub-pixel rest of the centre, so the face is turned about its own centre.
+    rx, ry = cx - x0, cy - y0
     m = cv2.getRotationMatrix2D((rx, ry), -roll, 1.0)
     upright = cv2.warpAffine(region, m, (2 * half, 2 * half), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return face_patch(upright, (rx - w / 2, ry - h / 2, w, h), margin)
 
 
-def _square_region(gray: np.ndarray, cx: float, cy: float, half: int) -> np.ndarray:
-    """The square ``[cx - half, cx + half)`` x ``[cy - half, cy + half)``, border replicated where it leaves the plane."""
-    x0, y0 = round(cx) - half, round(cy) - half
-    x1, y1 = x0 + 2 * half, y0 + 2 * half
+def _crop(gray: np.ndarray, x0: int, y0: int, x1: int, y1: int, box) -> np.ndarray:
+    """``gray[y0:y1, x0:x1]``, the border replicated where the rectangle leaves the plane."""
     H, W = gray.shape[:2]
     cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(W, x1), min(H, y1)
     if cx1 <= cx0 or cy1 <= cy0:
-        raise ValueError(f"face centre ({cx:.0f}, {cy:.0f}) lies outside the {W}x{H} plane")
+        raise ValueError(f"face box {box!r} lies outside the {W}x{H} plane")
     crop = gray[cy0:cy1, cx0:cx1]
     if (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1):
         crop = cv2.copyMakeBorder(crop, cy0 - y0, y1 - cy1, cx0 - x0, x1 - cx1, cv2.BORDER_REPLICATE)

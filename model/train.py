@@ -378,8 +378,8 @@ def main(argv=None) -> int:
                    help="override the recipe's learning-rate warm-up")
     p.add_argument("--augment", choices=("full", "light", "none"), help="override the recipe's augmentation level")
     p.add_argument("--init", metavar="MODEL",
-                   help="start from this model's weights (same architecture; an int8 .tflite or a float .keras) instead of "
-                        "from scratch: fine-tuning, e.g. with --teacher, a lower --lr and a short schedule")
+                   help="start from this model's weights (same architecture; an int8 .tflite or a float .keras) "
+                        "instead of from scratch: fine-tuning, e.g. with --teacher, a lower --lr and a short schedule")
     p.add_argument("--precision", choices=("float32", "mixed_bfloat16"),
                    help="override the recipe's; whether bfloat16 pays depends on the CPU (measured: 1.45x "
                         "faster on one machine, 1.5x slower on another with AVX512-BF16 but no AMX)")

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> int:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "timeline.png"
     astro = cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR), (400, 400))
-    hopper = cv2.imread(os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "sample_data", "grace_hopper.jpg"))
+    sample = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "sample_data", "grace_hopper.jpg")
+    hopper = cv2.imread(sample)
     hopper = cv2.resize(hopper, (340, 400))
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "two.mp4"

@@ -42,7 +42,6 @@ class VideoFileSource(FrameSource):
         # every face lies on its side. Asked for explicitly because some OpenCV 4.11 builds turned it off
         # by default (opencv/opencv#26795).
         self.cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
-        self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 0.0
         self.frame_count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.total = self.frame_count if self.frame_count > 0 and not self.loop else None
         self._read_any = False
