@@ -306,14 +306,14 @@ def train(args) -> Path:
                     **({"consistent": True} if args.consistent else {})}
     init = str(Path(args.init).resolve()) if args.init else None
     # What the run is made from: recorded in state.json, and a resumed run must be made from the same.
-    origin = {"recipe": asdict(recipe), "teachers": teachers, "init": init}
+    origin = {"recipe": asdict(recipe), "teachers": teachers, "init": init, **({"sam": args.sam} if args.sam else {})}
     start, history, best = 0, {}, -1.0
     state_path = out / "state.json"
     if args.resume and state_path.exists():
         state = json.loads(state_path.read_text())
         for key, why in (("recipe", "was written by a different recipe"), ("teachers", "was written with other teachers"),
-                         ("init", "was started from another model")):
-            if state.get(key) != origin[key]:
+                         ("init", "was started from another model"), ("sam", "was trained with another --sam")):
+            if state.get(key) != origin.get(key):
                 raise SystemExit(f"--resume: {state_path} {why}: {state.get(key)}")
         start, history, best = state["epoch"], state["history"], state["best_val_accuracy"]
         print(f"resuming after epoch {start} (best PublicTest {best:.4f})", flush=True)
@@ -347,6 +347,10 @@ def train(args) -> Path:
 
             load_tflite_weights(model, init, calib)
             print(f"initialised from {args.init}", flush=True)
+    if args.sam:
+        from .sam import use_sam
+
+        use_sam(model, args.sam)
     from .arch import count_macs
 
     print(f"model {recipe.arch}: {model.count_params():,} params, {count_macs(model) / 1e6:.1f} M MACs/face; "
@@ -391,6 +395,8 @@ def main(argv=None) -> int:
     p.add_argument("--consistent", action="store_true",
                    help="score the teachers on each augmented batch, as the student sees it, instead of once "
                         "on the plain faces (about 60 s per teacher per epoch more here)")
+    p.add_argument("--sam", type=float, default=0.0, metavar="RHO",
+                   help="sharpness-aware minimisation with this radius (e.g. 0.05; twice the time per step)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0: all cores)")
     p.add_argument("--limit", type=int, help="at most this many rows per split (smoke tests)")

@@ -425,3 +425,58 @@ def test_fine_tuning_from_a_tflite_model(tmp_path, fer_csv):
     state = json.loads((polished / "state.json").read_text())
     assert state["recipe"]["augment"] is None
     assert abs(state["history"]["val_accuracy"][0] - acc["tuned"]) < 0.05
+
+
+def test_sam_step_takes_the_gradient_at_the_nudged_weights():
+    tf = pytest.importorskip("tensorflow")
+    import keras
+
+    from emotion_model.sam import use_sam
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 3)).astype(np.float32)
+    y = np.eye(2, dtype=np.float32)[np.arange(16) % 2]
+    lr, rho = 0.5, 0.3
+
+    def make():
+        m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+        m.compile(optimizer=keras.optimizers.SGD(lr), loss="categorical_crossentropy")
+        return m
+
+    plain, sharp, ref = make(), make(), make()
+    w0 = [rng.normal(size=w.shape).astype(np.float32) for w in plain.get_weights()]
+    for m in (plain, sharp, ref):
+        m.set_weights(w0)
+    use_sam(sharp, rho)
+
+    # By hand: the gradient at w0 + rho * g / |g|, applied at w0.
+    loss = keras.losses.CategoricalCrossentropy()
+
+    def grads():
+        with tf.GradientTape() as tape:
+            value = loss(y, ref(x))
+        return [g.numpy() for g in tape.gradient(value, ref.trainable_weights)]
+
+    g = grads()
+    norm = np.sqrt(sum(float((gi ** 2).sum()) for gi in g))
+    ref.set_weights([w + rho * gi / norm for w, gi in zip(w0, g)])
+    expected = [w - lr * gi for w, gi in zip(w0, grads())]
+
+    plain.train_on_batch(x, y)
+    sharp.train_on_batch(x, y)
+    for got, want in zip(sharp.get_weights(), expected):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    assert not all(np.allclose(p, e, atol=1e-5) for p, e in zip(plain.get_weights(), expected))
+
+
+@pytest.mark.slow
+def test_sam_run_is_recorded_and_resumed_only_with_sam(tmp_path, fer_csv):
+    out = tmp_path / "sam"
+    r = _train(out, "--recipe", "vgg_wide", "--epochs", "2", "--stop-after", "1", "--sam", "0.05")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((out / "state.json").read_text())["sam"] == 0.05
+    r = _train(out, "--recipe", "vgg_wide", "--epochs", "2", "--resume")
+    assert r.returncode != 0 and "another --sam" in (r.stderr + r.stdout)
+    r = _train(out, "--recipe", "vgg_wide", "--epochs", "2", "--resume", "--sam", "0.05")
+    assert r.returncode == 0 and "resuming after epoch 1" in r.stdout, r.stderr[-3000:]
+    assert len(json.loads((out / "state.json").read_text())["history"]["val_accuracy"]) == 2
