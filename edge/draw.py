@@ -72,7 +72,11 @@ def draw_faces(canvas: np.ndarray, faces, fps: float | None = None, order: str =
     """
     H, W = canvas.shape[:2]
     s, thick = style(H)
-    for f in faces:
+    # Score panels must not hide another face, its label or its panel.
+    boxes = [(int(f.box[0]), int(f.box[1]), int(f.box[0] + f.box[2]), int(f.box[1] + f.box[3])) for f in faces]
+    labels = [label_rect(f, (W, H)) for f in faces]
+    panels: list[tuple[int, int, int, int]] = []
+    for i, f in enumerate(faces):
         x, y, w, h = (int(v) for v in f.box)
         c = colour(f.emotion, order)
         if f.roll:
@@ -85,15 +89,78 @@ def draw_faces(canvas: np.ndarray, faces, fps: float | None = None, order: str =
         (tw, th), base = cv2.getTextSize(text, FONT, s, thick)
         _text(canvas, text, label_origin((x, y, w, h), (tw, th + base), (W, H)), s, c, order, thick)
         if scores and f.scores and h >= 60:
-            _bars(canvas, f, (x, y, w, h), order)
+            others = boxes[:i] + boxes[i + 1:] + labels[:i] + labels[i + 1:] + panels
+            panel = panel_rect(f, (W, H), others)
+            if panel:
+                _panel(canvas, f, panel, order)
+                panels.append(panel)
+            else:
+                _bars(canvas, f, (x, y, w, h), order)
     if fps:  # 0 until a rate is measured: a single photo has none, so it gets no "0.0 fps"
         white = (255, 255, 255, 255) if order == "rgba" else (255, 255, 255)
         _text(canvas, f"{fps:.1f} fps", (4, int(24 * s) + 8), s, white, order, thick)
     return canvas
 
 
+def panel_rect(face: Face, frame_size, avoid=()) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) of a face's labelled score panel beside its box (right, else left), or None when
+    the face is too small for legible rows or neither side has room in the frame without covering a
+    rectangle of ``avoid`` (other faces, their panels): the thin bars are drawn instead."""
+    W, H = frame_size
+    x, y, w, h = (int(v) for v in face.box)
+    s, _ = style(H)
+    rows = len(face.scores)
+    row = min(h // max(rows, 1), round(22 * s))
+    if not rows or row < PANEL_MIN_ROW:
+        return None
+    fs = _row_font(row)
+    label_w = max(cv2.getTextSize(k, FONT, fs, 1)[0][0] for k in face.scores)
+    pw, ph = label_w + 4 * row + 10, rows * row + 6
+    y0 = min(max(0, y), max(0, H - ph))
+    for x0 in (x + w + 4, x - 4 - pw):
+        r = (x0, y0, x0 + pw, min(H, y0 + ph))
+        if x0 >= 0 and x0 + pw <= W and not any(_overlap(r, a) for a in avoid):
+            return r
+    return None
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+PANEL_MIN_ROW = 12  # px per class row; below that the names are unreadable
+
+
+def _row_font(row: int) -> float:
+    return (row - 3) / 30  # FONT's "Ag" spans about 30 px at scale 1
+
+
+def _panel(canvas, face: Face, rect, order) -> None:
+    """Each class's name and a bar of its score on a darkened panel at ``rect`` (from panel_rect), in
+    the canonical order so a class is always on the same row."""
+    x0, y0, x1, y1 = rect
+    if order == "rgba":
+        canvas[y0:y1, x0:x1] = (0, 0, 0, 160)
+    else:
+        canvas[y0:y1, x0:x1] //= 3
+    row = (y1 - y0 - 6) // len(face.scores)
+    fs = _row_font(row)
+    label_w = max(cv2.getTextSize(k, FONT, fs, 1)[0][0] for k in face.scores)
+    bar_x, bar_w = x0 + 3 + label_w + 4, 4 * row
+    # Names in light grey: blue and purple text is hard to read on the dark panel; the bars carry the colour.
+    grey = (230, 230, 230, 255) if order == "rgba" else (230, 230, 230)
+    for i, (label, p) in enumerate(face.scores.items()):
+        top = y0 + 3 + i * row
+        c = colour(label, order)
+        cv2.putText(canvas, label, (x0 + 3, top + row - 4), FONT, fs, grey, 1, cv2.LINE_AA)
+        length = int(round(bar_w * min(max(float(p), 0.0), 1.0)))
+        if length:
+            cv2.rectangle(canvas, (bar_x, top + 2), (bar_x + length - 1, top + row - 3), c, -1)
+
+
 def _bars(canvas, face: Face, box, order):
-    """Seven thin bars under the box (or inside its bottom when at the frame's edge)."""
+    """Seven thin bars under the box (or inside its bottom when at the frame's edge), for faces too
+    small for the labelled panel."""
     H, W = canvas.shape[:2]
     x, y, w, h = box
     n = len(face.scores)

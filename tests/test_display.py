@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT, emotion_edge, free_port, spawn
 from edge.display import choose_preview
-from edge.draw import COLOURS, draw_faces, label_rect, overlay_rgba
+from edge.draw import COLOURS, draw_faces, label_rect, overlay_rgba, panel_rect
 from edge.events import Event, Face
 
 
@@ -57,6 +57,60 @@ def test_same_drawing_for_overlay_and_annotated_frame():
     frame = draw_faces(np.zeros((480, 640, 3), np.uint8), ev.faces, ev.fps, order="bgr")
     drawn = ov[..., 3] == 255
     assert np.array_equal(frame[drawn][:, ::-1], ov[drawn][:, :3])
+
+
+def _bar_lengths(img, rect):
+    """Pixels of each class's colour inside a panel, by class."""
+    x0, y0, x1, y1 = rect
+    px = img[y0:y1, x0:x1, :3].astype(int)
+    return {k: int(np.all(np.abs(px - np.array(c)) <= 2, axis=2).sum()) for k, c in COLOURS.items()}
+
+
+def test_score_panel_names_and_bars_beside_a_large_face():
+    f = face((100, 100, 160, 160), "surprise", 0.7)
+    ev = event([f])
+    rect = panel_rect(f, (640, 480))
+    x0, y0, x1, y1 = rect
+    assert x0 >= 260 and y0 == 100 and x1 <= 640  # right of the box, level with its top
+    ov = overlay_rgba((640, 480), ev)
+    assert np.all(ov[y0:y1, x0:x1, 3] >= 160)  # a dark panel the camera does not show through
+    lengths = _bar_lengths(ov, rect)
+    assert all(n > 0 for n in lengths.values()), lengths  # a bar for every class
+    assert lengths["surprise"] > 10 * lengths["angry"]  # scored 0.7 against 0.02
+    names = ov[y0:y1, x0:x0 + (x1 - x0) // 3, :3].astype(int)
+    grey = (names.min(axis=2) == names.max(axis=2)) & (names[..., 0] > 100)
+    assert grey.sum() > 200  # the class names, in grey at the panel's left
+    # On a camera frame: the same panel, the picture darkened behind it.
+    frame = draw_faces(np.full((480, 640, 3), 150, np.uint8), ev.faces, None)
+    assert frame[y1 - 2, x1 - 2].tolist() == [50, 50, 50]
+    on_frame = _bar_lengths(frame[..., ::-1], rect)
+    # (neutral's grey also matches some edge pixels of the grey names, which differ by background)
+    assert {k: n for k, n in on_frame.items() if k != "neutral"} == {k: n for k, n in lengths.items() if k != "neutral"}
+
+
+def test_score_panel_moves_left_at_the_edge_and_never_covers_another_face():
+    right_edge = face((500, 100, 130, 130), "happy")
+    x0, _, x1, _ = panel_rect(right_edge, (640, 480))
+    assert x1 <= 496  # left of the box
+    # Side by side: the left face has no room on either side, so it gets the thin bars; the right one
+    # puts its panel on its free side.
+    a, b = face((20, 150, 130, 130), "happy", fid=1), face((200, 150, 130, 130), "sad", fid=2)
+    img = draw_faces(np.zeros((480, 640, 3), np.uint8), [a, b])
+    assert panel_rect(a, (640, 480), avoid=[(200, 150, 330, 280), label_rect(b, (640, 480))]) is None
+    rect = panel_rect(b, (640, 480), avoid=[(20, 150, 150, 280), label_rect(a, (640, 480))])
+    assert rect[0] >= 330
+    assert _bar_lengths(img[..., ::-1], rect)["sad"] > 0
+    thin = img[283:300, 20:150, ::-1].astype(int)  # under face a: its seven thin bars
+    assert np.all(np.abs(thin - np.array(COLOURS["happy"])) <= 2, axis=2).sum() > 100
+
+
+def test_small_face_keeps_the_thin_bars():
+    f = face((100, 100, 70, 70), "angry", 0.9)
+    assert panel_rect(f, (640, 480)) is None
+    ov = overlay_rgba((640, 480), event([f]))
+    under = ov[173:200, 100:170, :3].astype(int)
+    assert np.all(np.abs(under - np.array(COLOURS["angry"])) <= 2, axis=2).sum() > 50
+    assert ov[100:170, 175:400, 3].max() == 0  # nothing beside it
 
 
 def test_fps_is_drawn_only_once_measured():
