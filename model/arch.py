@@ -44,6 +44,28 @@ def vgg_wide(num_classes: int = 7) -> keras.Model:
                    spatial_drop=0.05, name="vgg_wide")
 
 
+def res_teacher(num_classes: int = 7, widths=(64, 128, 256)) -> keras.Model:
+    """A residual network as a third teacher, different in kind from the two VGG-style ones: their
+    ensemble gains little from more networks like themselves. A stem conv at 48x48, then per stage
+    a max-pool, a conv that widens and one two-conv residual block (160 M MACs: a teacher only,
+    over the shipped model's budget)."""
+    inp = keras.Input((48, 48, 1), name="gray")
+    x = layers.Rescaling(1 / 127.5, offset=-1.0, name="normalise")(inp)
+    x = _conv_bn(x, 32, "stem")
+    for s, f in enumerate(widths, 1):
+        x = layers.MaxPooling2D(name=f"s{s}_pool")(x)
+        x = _conv_bn(x, f, f"s{s}in")
+        y = _conv_bn(x, f, f"s{s}r1")
+        y = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"s{s}r2_conv")(y)
+        y = layers.BatchNormalization(name=f"s{s}r2_bn")(y)
+        x = layers.ReLU(name=f"s{s}_out")(layers.Add(name=f"s{s}_add")([x, y]))
+        x = layers.SpatialDropout2D(0.05 * s, name=f"s{s}_drop")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(0.25, name="head_drop")(x)
+    out = layers.Dense(num_classes, activation="softmax", name="scores", dtype="float32")(x)
+    return keras.Model(inp, out, name="res_teacher")
+
+
 def thesis_cnn(num_classes: int = 7) -> keras.Model:
     """The thesis network as published: four 'valid' conv/pool stages 64-128-256-256, dense 128-64-7."""
     inp = keras.Input((48, 48, 1), name="gray")
@@ -58,7 +80,7 @@ def thesis_cnn(num_classes: int = 7) -> keras.Model:
     return keras.Model(inp, out, name="thesis_cnn")
 
 
-ARCHS = {"vgg_gap": vgg_gap, "vgg_wide": vgg_wide, "thesis": thesis_cnn}
+ARCHS = {"vgg_gap": vgg_gap, "vgg_wide": vgg_wide, "res_teacher": res_teacher, "thesis": thesis_cnn}
 
 
 def count_macs(model: keras.Model) -> int:
