@@ -55,6 +55,9 @@ RECIPES = {
     # vgg_wide's recipe for a residual network: a third teacher unlike the first two.
     "res_teacher": Recipe("res_teacher", epochs=46, batch=128, lr=2e-3, weight_decay=0.02, warmup_epochs=3,
                           label_smoothing=0.1, augment="light", optimizer="adamw"),
+    # The same recipe for res_teacher slimmed to the budget (fine-tuned from the pruned teacher with --init).
+    "res_slim": Recipe("res_slim", epochs=46, batch=128, lr=2e-3, weight_decay=0.02, warmup_epochs=3,
+                       label_smoothing=0.1, augment="light", optimizer="adamw"),
     # The thesis: Adam 1e-3, batch 64, 15 epochs, no augmentation, plain cross-entropy.
     "thesis": Recipe("thesis", epochs=15, batch=64, lr=1e-3, weight_decay=0.0, warmup_epochs=0,
                      label_smoothing=0.0, augment=None, optimizer="adam"),

@@ -266,16 +266,47 @@ def test_flip_averages_the_mirrored_face(astronaut_bgr):
     np.testing.assert_allclose(flipped.classify(gray, box), expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("recipe", ["vgg_gap", "vgg_wide"])
+@pytest.mark.parametrize("recipe", ["vgg_gap", "vgg_wide", "res_slim"])
 def test_recipes_fit_the_pi_budget(recipe):
-    """The issue's budget: at most 150 M MACs per face and 2 MB as int8 (about a byte per weight)."""
+    """The issue's budget: at most 150 M MACs per face and 2 MB as int8 (a byte per weight plus about
+    45 KB of graph: res_teacher's 1,942,951 weights made a 1,986,952-byte file)."""
     pytest.importorskip("keras")
     from emotion_model.arch import ARCHS, count_macs
     from emotion_model.train import RECIPES
 
     model = ARCHS[RECIPES[recipe].arch]()
     assert count_macs(model) <= 150e6
-    assert model.count_params() <= 1.9e6
+    assert model.count_params() <= 1.95e6
+
+
+def test_slimming_keeps_the_strongest_channels_and_the_function():
+    """Channels whose BatchNorm scale and shift are zero carry nothing; when those are the ones the
+    slimmed network leaves out, it computes exactly what the teacher computes."""
+    pytest.importorskip("keras")
+    from emotion_model.arch import res_slim, res_teacher
+    from emotion_model.prune import slim
+
+    teacher = res_teacher()
+    rng = np.random.default_rng(0)
+    for layer in teacher.layers:
+        if layer.name.endswith("_bn"):  # informative statistics, so the test is not trivially 0 = 0
+            g, b, m, v = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
+                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 1.5, v.shape)])
+    dead_stream, dead_inner = rng.choice(64, 8, replace=False), rng.choice(64, 8, replace=False)
+    for name, dead in (("s1in_bn", dead_stream), ("s1r2_bn", dead_stream), ("s1r1_bn", dead_inner)):
+        layer = teacher.get_layer(name)
+        g, b, m, v = layer.get_weights()
+        g[dead], b[dead] = 0.0, 0.0
+        layer.set_weights([g, b, m, v])
+    student = res_slim()
+    assert slim(teacher, student) == {"s1": 56}
+    faces = rng.uniform(0, 255, (4, 48, 48, 1)).astype(np.float32)
+    np.testing.assert_allclose(student(faces, training=False).numpy(), teacher(faces, training=False).numpy(),
+                               rtol=1e-4, atol=1e-5)
+    kept = np.setdiff1d(np.arange(64), dead_stream)
+    np.testing.assert_array_equal(student.get_layer("s2in_conv").get_weights()[0],
+                                  teacher.get_layer("s2in_conv").get_weights()[0][:, :, kept, :])
 
 
 @pytest.mark.slow
