@@ -2,6 +2,8 @@
 HTTP stream (BGR). Sharing it is what keeps the screen and the browser in agreement."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import cv2
 import numpy as np
 
@@ -113,7 +115,7 @@ def panel_rect(face: Face, frame_size, avoid=()) -> tuple[int, int, int, int] | 
     row = min(h // max(rows, 1), round(22 * s))
     if not rows or row < PANEL_MIN_ROW:
         return None
-    fs, label_w = _names(face.scores, row)
+    fs, label_w = _names(tuple(face.scores), row)
     pw, ph = label_w + 4 * row + 10, rows * row + 6
     y0 = min(max(0, y), max(0, H - ph))
     for x0 in (x + w + 4, x - 4 - pw):
@@ -130,10 +132,12 @@ def _overlap(a, b) -> bool:
 PANEL_MIN_ROW = 12  # px per class row; below that the names are unreadable
 
 
-def _names(scores, row: int) -> tuple[float, int]:
-    """Font scale for rows ``row`` px high (FONT's "Ag" spans about 30 px at scale 1) and the widest name."""
+@lru_cache(maxsize=32)
+def _names(names: tuple[str, ...], row: int) -> tuple[float, int]:
+    """Font scale for rows ``row`` px high (FONT's "Ag" spans about 30 px at scale 1) and the widest name;
+    kept, since every frame asks again for the same few row heights."""
     fs = (row - 3) / 30
-    return fs, max(cv2.getTextSize(k, FONT, fs, 1)[0][0] for k in scores)
+    return fs, max(cv2.getTextSize(k, FONT, fs, 1)[0][0] for k in names)
 
 
 def _panel(canvas, face: Face, rect, order) -> None:
@@ -145,7 +149,7 @@ def _panel(canvas, face: Face, rect, order) -> None:
     else:
         canvas[y0:y1, x0:x1] //= 3
     row = (y1 - y0 - 6) // len(face.scores)
-    fs, label_w = _names(face.scores, row)
+    fs, label_w = _names(tuple(face.scores), row)
     bar_x, bar_w = x0 + 3 + label_w + 4, 4 * row
     # Names in light grey: blue and purple text is hard to read on the dark panel; the bars carry the colour.
     grey = (230, 230, 230, 255) if order == "rgba" else (230, 230, 230)

@@ -35,9 +35,8 @@ def slim(source, target) -> dict[str, int]:
         full = src[f"s{s}in_conv"].filters
         width = target.get_layer(f"s{s}in_conv").filters
         if width != full:
-            gamma = lambda name: src[name].get_weights()[0]  # noqa: E731
-            stream = _strongest([gamma(f"s{s}in_bn"), gamma(f"s{s}r2_bn")], width)
-            inner = _strongest([gamma(f"s{s}r1_bn")], width)
+            stream = _strongest([src[f"s{s}in_bn"].gamma.numpy(), src[f"s{s}r2_bn"].gamma.numpy()], width)
+            inner = _strongest([src[f"s{s}r1_bn"].gamma.numpy()], width)
             for name in (f"s{s}in_conv", f"s{s}in_bn", f"s{s}r2_conv", f"s{s}r2_bn"):
                 outs[name] = stream
             for name in (f"s{s}r1_conv", f"s{s}r1_bn"):

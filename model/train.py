@@ -16,7 +16,7 @@ import logging
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,16 +52,14 @@ RECIPES = {
     # More width at 6x6, half the dropout, lighter occlusion: fits Training better, ties on PublicTest.
     "vgg_wide": Recipe("vgg_wide", epochs=46, batch=128, lr=2e-3, weight_decay=0.02, warmup_epochs=3,
                        label_smoothing=0.1, augment="light", optimizer="adamw"),
-    # vgg_wide's recipe for a residual network: a third teacher unlike the first two.
-    "res_teacher": Recipe("res_teacher", epochs=46, batch=128, lr=2e-3, weight_decay=0.02, warmup_epochs=3,
-                          label_smoothing=0.1, augment="light", optimizer="adamw"),
-    # The same recipe for res_teacher slimmed to the budget (fine-tuned from the pruned teacher with --init).
-    "res_slim": Recipe("res_slim", epochs=46, batch=128, lr=2e-3, weight_decay=0.02, warmup_epochs=3,
-                       label_smoothing=0.1, augment="light", optimizer="adamw"),
     # The thesis: Adam 1e-3, batch 64, 15 epochs, no augmentation, plain cross-entropy.
     "thesis": Recipe("thesis", epochs=15, batch=64, lr=1e-3, weight_decay=0.0, warmup_epochs=0,
                      label_smoothing=0.0, augment=None, optimizer="adam"),
 }
+# vgg_wide's recipe for a residual network, a teacher unlike the first two, and for that network slimmed to
+# the budget (fine-tuned from the pruned teacher with --init).
+RECIPES["res_teacher"] = replace(RECIPES["vgg_wide"], arch="res_teacher")
+RECIPES["res_slim"] = replace(RECIPES["vgg_wide"], arch="res_slim")
 
 
 def _setup_tf(threads: int, seed: int, precision: str = "float32"):
