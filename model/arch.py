@@ -68,8 +68,8 @@ def res_teacher(num_classes: int = 7, widths=(64, 128, 256), name: str = "res_te
 
 def res_slim(num_classes: int = 7) -> keras.Model:
     """res_teacher with 56 instead of 64 channels at 24x24, where a channel costs most: 147 M MACs,
-    inside the Pi budget. Made from the trained teacher by keeping its strongest channels
-    (``python -m model.prune``) and fine-tuned, rather than trained from scratch."""
+    inside the Pi budget. Either pruned from the trained teacher (``python -m model.prune``) and
+    fine-tuned, or trained from scratch; after distillation both tie the shipped VGG-style soup."""
     return res_teacher(num_classes, widths=(56, 128, 256), name="res_slim")
 
 

@@ -57,7 +57,7 @@ RECIPES = {
                      label_smoothing=0.0, augment=None, optimizer="adam"),
 }
 # vgg_wide's recipe for a residual network, a teacher unlike the first two, and for that network slimmed to
-# the budget (fine-tuned from the pruned teacher with --init).
+# the budget (from scratch, or fine-tuned from the pruned teacher with --init).
 RECIPES["res_teacher"] = replace(RECIPES["vgg_wide"], arch="res_teacher")
 RECIPES["res_slim"] = replace(RECIPES["vgg_wide"], arch="res_slim")
 
