@@ -60,6 +60,9 @@ RECIPES = {
 # the budget (from scratch, or fine-tuned from the pruned teacher with --init).
 RECIPES["res_teacher"] = replace(RECIPES["vgg_wide"], arch="res_teacher")
 RECIPES["res_slim"] = replace(RECIPES["vgg_wide"], arch="res_slim")
+# The two halves of a pair (model.pair), each trained alone on the same recipe.
+RECIPES["vgg_half"] = replace(RECIPES["vgg_wide"], arch="vgg_half")
+RECIPES["res_half"] = replace(RECIPES["vgg_wide"], arch="res_half")
 
 
 def _setup_tf(threads: int, seed: int, precision: str = "float32"):

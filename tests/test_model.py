@@ -511,3 +511,48 @@ def test_sam_run_is_recorded_and_resumed_only_with_sam(tmp_path, fer_csv):
     r = _train(out, "--recipe", "vgg_wide", "--epochs", "2", "--resume", "--sam", "0.05")
     assert r.returncode == 0 and "resuming after epoch 1" in r.stdout, r.stderr[-3000:]
     assert len(json.loads((out / "state.json").read_text())["history"]["val_accuracy"]) == 2
+
+
+@pytest.mark.slow
+def test_pair_is_one_graph_averaging_its_members(tmp_path, fer_data):
+    """Two networks saved apart become one int8 model under the budget whose scores are the mean
+    of theirs; a lone member or a missing file is refused with a clear message."""
+    keras = pytest.importorskip("keras")
+    from emotion_model.arch import res_half, vgg_half
+    from emotion_model.evaluate import tflite_scores
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for net in (vgg_half(), res_half()):
+        for layer in net.layers:  # informative statistics, so the two members disagree
+            if isinstance(layer, keras.layers.BatchNormalization):
+                g, b, m, v = layer.get_weights()
+                layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.3, b.shape),
+                                   rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 1.5, v.shape)])
+        paths.append(tmp_path / f"{net.name}.keras")
+        net.save(paths[-1])
+    cmd = [sys.executable, "-m", "emotion_model.pair", "--limit", "300"]
+    r = subprocess.run(cmd + ["--member", str(paths[0]), "--out", str(tmp_path / "x")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "at least two" in r.stderr
+    r = subprocess.run(cmd + ["--member", str(paths[0]), "--member", str(tmp_path / "nope"), "--out",
+                              str(tmp_path / "x")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "no such model" in r.stderr
+
+    out = tmp_path / "pair"
+    r = subprocess.run(cmd + ["--member", str(paths[0]), "--member", str(paths[1]), "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = json.loads((out / "pair.json").read_text())
+    assert info["macs"] == sum(m["macs"] for m in info["members"]) <= 150e6
+    assert info["int8_bytes"] <= 2_000_000
+    clf = Classifier(out / "emotion_int8.tflite")
+    assert clf.in_dtype == np.int8 and clf.in_scale == pytest.approx(1.0) and clf.in_zero == -128
+
+    faces = fer_data["PublicTest"].x[:64]
+    members = [keras.models.load_model(p).predict(faces[..., None].astype(np.float32), verbose=0) for p in paths]
+    assert np.abs(members[0] - members[1]).max() > 0.05
+    joined = tflite_scores(out / "emotion_float.tflite", faces)
+    np.testing.assert_allclose(joined, np.mean(members, axis=0), atol=1e-4)
+    int8 = tflite_scores(out / "emotion_int8.tflite", faces)
+    assert np.abs(int8 - joined).max() < 0.1
