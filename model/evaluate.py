@@ -149,6 +149,41 @@ def plot_runs(states: dict[str, dict], path: Path, title: str = "PublicTest accu
     plt.close(fig)
 
 
+def plot_tradeoff(table: dict, path: Path) -> None:
+    """PrivateTest and PublicTest accuracy against MACs per face, one marker per model and a line from
+    each PublicTest to its PrivateTest score, with the budget and the target drawn in: where a
+    model sits against both is the question every row of the model card's table answers."""
+    plt = pyplot()
+
+    style = {"single": ("o", "tab:blue"), "shipped": ("*", "tab:red"), "pair": ("D", "tab:green"),
+             "ensemble": ("s", "tab:gray")}
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    seen = set()
+    for m in table["models"]:
+        marker, color = style[m["kind"]]
+        x = m["macs"] / 1e6
+        ax.plot([x, x], [m["public"] * 100, m["private"] * 100], color=color, alpha=0.35, lw=1)
+        ax.plot([x], [m["public"] * 100], marker=marker, color=color, mfc="white", linestyle="none")
+        ax.plot([x], [m["private"] * 100], marker=marker, color=color, linestyle="none",
+                markersize=11 if marker == "*" else 6, label=None if m["kind"] in seen else m["kind"])
+        seen.add(m["kind"])
+        if "label" in m:  # the cloud near the budget is too dense to name every model
+            ax.annotate(m["label"], (x, m["private"] * 100), xytext=(5, 2), textcoords="offset points", fontsize=7)
+    ax.axvline(table["budget_macs"] / 1e6, color="k", ls="--", lw=0.8)
+    ax.axhline(table["target_private"] * 100, color="tab:red", ls=":", lw=0.8)
+    ax.text(table["budget_macs"] / 1e6, ax.get_ylim()[0], " budget", fontsize=7, va="bottom")
+    ax.text(ax.get_xlim()[0], table["target_private"] * 100, " PrivateTest target", fontsize=7, va="bottom",
+            color="tab:red")
+    ax.set_xlabel("M multiply-accumulates per face")
+    ax.set_ylabel("int8 accuracy, % (filled: PrivateTest, hollow: PublicTest)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("FER2013 accuracy against cost, single forward pass", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def _run_state(history: str) -> tuple[str, dict]:
     """A run's name and state; its weight average's PublicTest score is added when the run has one."""
     path = Path(history)
@@ -228,10 +263,21 @@ def main(argv=None) -> int:
     p.add_argument("--history", action="append", default=[],
                    help="state.json of a training run: plot its accuracy and loss curves; repeated, "
                         "also plot the runs' PublicTest accuracy side by side (runs_public_test.png)")
+    p.add_argument("--tradeoff", metavar="JSON",
+                   help="also plot accuracy against MACs for the models listed in this file "
+                        "(model/figures/tradeoff.json) as tradeoff.png; alone, only that")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", help="folder for metrics.json, report.md and PNGs")
     args = p.parse_args(argv)
     models = args.model
+    if args.tradeoff:
+        if not args.out:
+            print("error: --tradeoff needs --out", file=sys.stderr)
+            return 2
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        plot_tradeoff(json.loads(Path(args.tradeoff).read_text()), Path(args.out) / "tradeoff.png")
+        if not models and not args.keras:
+            return 0
     if not models and not args.keras:
         from edge.classify import shipped_model
 
