@@ -3,9 +3,11 @@ and PrivateTest, through the same preprocessing the runtime uses.
 
     python -m model.evaluate --model model/emotion_int8.tflite --out model/eval
     python -m model.evaluate --model a.tflite --model b.tflite --tta --history runs/x/state.json --out dir
+    python -m model.evaluate --tradeoff model/figures/tradeoff.json --out model/figures
 
-Writes ``metrics.json``, ``report.md``, one confusion-matrix PNG per model and split, and
-training curves when ``--history`` is given.
+Writes ``metrics.json``, ``report.md``, one confusion-matrix PNG per model and split,
+training curves when ``--history`` is given, and the accuracy-against-MACs plot of the models
+in a table (``tradeoff.png``) when ``--tradeoff`` is.
 """
 from __future__ import annotations
 
@@ -273,6 +275,9 @@ def main(argv=None) -> int:
     if args.tradeoff:
         if not args.out:
             print("error: --tradeoff needs --out", file=sys.stderr)
+            return 2
+        if not Path(args.tradeoff).is_file():
+            print(f"error: {args.tradeoff}: no such file", file=sys.stderr)
             return 2
         Path(args.out).mkdir(parents=True, exist_ok=True)
         plot_tradeoff(json.loads(Path(args.tradeoff).read_text()), Path(args.out) / "tradeoff.png")

@@ -281,6 +281,9 @@ def test_tradeoff_plot_shows_the_shipped_model_where_the_card_puts_it(tmp_path):
     cmd = [sys.executable, "-m", "emotion_model.evaluate", "--tradeoff", str(table_path)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "needs --out" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "emotion_model.evaluate", "--tradeoff", str(tmp_path / "nope.json"),
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "no such file" in r.stderr
     r = subprocess.run(cmd + ["--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     img = cv2.imread(str(tmp_path / "tradeoff.png"))
