@@ -37,8 +37,8 @@ def member_checkpoint(path: Path) -> Path:
 
 
 def load_member(keras, path: Path, index: int):
-    """A member rebuilt as a float32 graph of its own architecture (named after the network, so the
-    converters never see a training-time bfloat16 policy) under a name unique within the pair."""
+    """A member rebuilt as a float32 graph of its architecture (found by the network's name), so the
+    converters never see a training-time bfloat16 policy, and renamed to be unique within the pair."""
     from .arch import ARCHS
 
     ckpt = member_checkpoint(path)

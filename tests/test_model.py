@@ -266,7 +266,6 @@ def test_flip_averages_the_mirrored_face(astronaut_bgr):
     np.testing.assert_allclose(flipped.classify(gray, box), expected, atol=1e-6)
 
 
-
 def test_tradeoff_plot_shows_the_shipped_model_where_the_card_puts_it(tmp_path):
     """The accuracy-against-cost figure is drawn from model/figures/tradeoff.json; its shipped row
     must be the card's numbers, so the figure cannot drift from the model that ships."""
@@ -278,17 +277,21 @@ def test_tradeoff_plot_shows_the_shipped_model_where_the_card_puts_it(tmp_path):
     shipped = [m for m in table["models"] if m["kind"] == "shipped"]
     assert len(shipped) == 1
     assert (shipped[0]["public"], shipped[0]["private"]) == (card["public_test_int8"], card["private_test_int8"])
-    cmd = [sys.executable, "-m", "emotion_model.evaluate", "--tradeoff", str(table_path)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    def plot(*args):
+        return subprocess.run([sys.executable, "-m", "emotion_model.evaluate", "--tradeoff", *args],
+                              capture_output=True, text=True, timeout=120)
+
+    r = plot(str(table_path))
     assert r.returncode == 2 and "needs --out" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "emotion_model.evaluate", "--tradeoff", str(tmp_path / "nope.json"),
-                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    r = plot(str(tmp_path / "nope.json"), "--out", str(tmp_path))
     assert r.returncode == 2 and "no such file" in r.stderr
-    r = subprocess.run(cmd + ["--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    r = plot(str(table_path), "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr[-2000:]
     img = cv2.imread(str(tmp_path / "tradeoff.png"))
     assert img is not None and img.shape[:2] == (550, 880)
     assert len(np.unique(img.reshape(-1, 3), axis=0)) > 20
+
 
 @pytest.mark.parametrize("recipe", ["vgg_gap", "vgg_wide", "res_slim"])
 def test_recipes_fit_the_pi_budget(recipe):
