@@ -36,6 +36,12 @@ def snapshots(run: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def keras_accuracy(model, split) -> float:
+    """A float Keras model's accuracy on one split (a ``data.Split``), as the run chooses by it."""
+    p = model.predict(split.x[..., None].astype(np.float32), batch_size=512, verbose=0)
+    return float((p.argmax(1) == split.y).mean())
+
+
 def recalibrate_bn(keras, model, x: np.ndarray, batch: int = 1024) -> None:
     """Exact Training-set mean and variance at each BatchNorm input, in network order, so each
     layer sees inputs normalised by the already recalibrated layers before it."""
@@ -78,16 +84,12 @@ def average(run: Path, data_path=None, limit: int | None = None, first: int = 0,
     d = fer.load(data_path, splits=("Training", "PublicTest"), limit=limit)
     tr, va = d["Training"], d["PublicTest"]
 
-    def public_acc(m) -> float:
-        p = m.predict(va.x[..., None].astype(np.float32), batch_size=512, verbose=0)
-        return float((p.argmax(1) == va.y).mean())
-
     best = float32_model(keras, arch, run / "best.keras")
     weights = [keras.models.load_model(p).get_weights() for _, p in snaps]
     model = keras.models.clone_model(best)
     model.set_weights([np.mean([w[i] for w in weights], axis=0) for i in range(len(weights[0]))])
     recalibrate_bn(keras, model, tr.x[..., None].astype(np.float32))
-    acc_avg, acc_best = public_acc(model), public_acc(best)
+    acc_avg, acc_best = keras_accuracy(model, va), keras_accuracy(best, va)
     epochs = sorted({e for e, _ in snaps})
     use = acc_avg > acc_best
     runs = f" of {1 + len(also)} runs" if also else ""

@@ -20,8 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from . import data as fer
 from . import tf_environment
 
@@ -37,9 +35,10 @@ def member_checkpoint(path: Path) -> Path:
 
 
 def load_member(keras, path: Path, index: int):
-    """A member rebuilt as a float32 graph of its architecture (found by the network's name), so the
-    converters never see a training-time bfloat16 policy, and renamed to be unique within the pair."""
+    """A member as a float32 graph of its architecture (found by the network's name), renamed to be
+    unique within the pair."""
     from .arch import ARCHS
+    from .train import float32_model
 
     ckpt = member_checkpoint(path)
     if not ckpt.is_file():
@@ -47,9 +46,7 @@ def load_member(keras, path: Path, index: int):
     trained = keras.models.load_model(ckpt)
     if trained.name not in ARCHS:
         raise fer.DataError(f"--member {path}: network {trained.name!r} is not one of {sorted(ARCHS)}")
-    keras.mixed_precision.set_global_policy("float32")
-    net = ARCHS[trained.name]()
-    net.set_weights(trained.get_weights())
+    net = float32_model(keras, trained.name, trained)
     return keras.Model(net.input, net.output, name=f"m{index}_{trained.name}")
 
 
@@ -58,23 +55,22 @@ def make_pair(members: list[Path], out: Path, data_path=None, limit: int | None 
     import keras
 
     from .arch import count_macs, pair
+    from .average import keras_accuracy
     from .train import export_run
 
     t = time.monotonic()
     nets = [load_member(keras, p, i) for i, p in enumerate(members, 1)]
     d = fer.load(data_path, splits=("Training", "PublicTest"), limit=limit)
     tr, va = d["Training"], d["PublicTest"]
-    faces = va.x[..., None].astype(np.float32)
     result = {"members": []}
     for path, net in zip(members, nets):
-        acc = float((net.predict(faces, batch_size=512, verbose=0).argmax(1) == va.y).mean())
-        result["members"].append({"model": str(member_checkpoint(path)), "network": net.name,
-                                  "macs": count_macs(net), "params": net.count_params(),
-                                  "public_test": round(acc, 4)})
-        print(f"member {net.name}: {count_macs(net) / 1e6:.1f} M MACs, {net.count_params():,} params, "
+        acc, macs = keras_accuracy(net, va), count_macs(net)
+        result["members"].append({"model": str(member_checkpoint(path)), "network": net.name, "macs": macs,
+                                  "params": net.count_params(), "public_test": round(acc, 4)})
+        print(f"member {net.name}: {macs / 1e6:.1f} M MACs, {net.count_params():,} params, "
               f"PublicTest {acc:.4f} float", flush=True)
     joined = pair(nets)
-    acc = float((joined.predict(faces, batch_size=512, verbose=0).argmax(1) == va.y).mean())
+    acc = keras_accuracy(joined, va)
     result.update(macs=count_macs(joined), params=joined.count_params(), public_test=round(acc, 4))
     print(f"pair: {result['macs'] / 1e6:.1f} M MACs, {result['params']:,} params, PublicTest {acc:.4f} float "
           f"({time.monotonic() - t:.0f}s)", flush=True)
