@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -77,6 +78,12 @@ def _setup_tf(threads: int, seed: int, precision: str = "float32"):
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     keras.utils.set_random_seed(seed)
     return tf, keras
+
+
+def effective_threads(threads: int) -> int:
+    """The thread count a run really uses: --threads, or (0) every core this process may run on,
+    which is what TensorFlow then takes."""
+    return threads or len(os.sched_getaffinity(0))
 
 
 def teacher_targets(y: np.ndarray, x: np.ndarray, teachers: list[str], alpha: float) -> np.ndarray:
@@ -314,6 +321,7 @@ def train(args) -> Path:
     init = str(Path(args.init).resolve()) if args.init else None
     # What the run is made from: recorded in state.json, and a resumed run must be made from the same.
     origin = {"recipe": asdict(recipe), "teachers": teachers, "init": init, **({"sam": args.sam} if args.sam else {})}
+    threads = effective_threads(args.threads)
     start, history, best = 0, {}, -1.0
     state_path = out / "state.json"
     if args.resume and state_path.exists():
@@ -323,6 +331,12 @@ def train(args) -> Path:
             if state.get(key) != origin.get(key):
                 raise SystemExit(f"--resume: {state_path} {why}: {state.get(key)}")
         start, history, best = state["epoch"], state["history"], state["best_val_accuracy"]
+        # Not an error: a run may have to move to another machine. But the thread count changes the
+        # order of floating-point sums, so the rest is no longer what an uninterrupted run computes.
+        if state.get("threads", threads) != threads:
+            print(f"warning: {state_path} was trained with {state['threads']} TensorFlow threads, this process "
+                  f"uses {threads}: it continues, but not bit for bit as the first process would have "
+                  f"(--threads {state['threads']} keeps it exact)", file=sys.stderr, flush=True)
         print(f"resuming after epoch {start} (best PublicTest {best:.4f})", flush=True)
     targets, teacher_nets = None, None
     calib = tr.x[np.random.default_rng(args.seed).choice(len(tr.x), min(4096, len(tr.x)), replace=False)]
@@ -361,9 +375,9 @@ def train(args) -> Path:
     from .arch import count_macs
 
     print(f"model {recipe.arch}: {model.count_params():,} params, {count_macs(model) / 1e6:.1f} M MACs/face; "
-          f"recipe {asdict(recipe)}", flush=True)
+          f"recipe {asdict(recipe)}; {threads} TensorFlow threads", flush=True)
     val = (va.x[..., None].astype(np.float32), np.eye(len(LABELS), dtype=np.float32)[va.y])
-    prog = _Progress(keras, out, origin, history, best, recipe.epochs, args.seed, args.keep_from)
+    prog = _Progress(keras, out, {**origin, "threads": threads}, history, best, recipe.epochs, args.seed, args.keep_from)
     end = recipe.epochs if not args.stop_after else min(recipe.epochs, start + args.stop_after)
     if start < end:
         model.fit(ds, epochs=end, initial_epoch=start, steps_per_epoch=steps,

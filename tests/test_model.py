@@ -219,6 +219,13 @@ def test_training_end_to_end_gives_a_contract_model(tmp_path, fer_csv):
 
     r = _train(out, "--epochs", "3", "--resume")
     assert r.returncode != 0 and "different recipe" in (r.stderr + r.stdout)
+    # Same seed, same thread count: bit for bit (measured on full runs too). Another count still resumes, but
+    # says that it will not match; the count is recorded for that.
+    threads = json.loads((out / "state.json").read_text())["threads"]
+    assert threads >= 1
+    r = _train(out, "--epochs", "2", "--resume", "--threads", str(threads + 1))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"trained with {threads} TensorFlow threads, this process uses {threads + 1}" in r.stderr
 
     # Weight averaging over the kept epochs exports whichever of average and best epoch wins on PublicTest.
     assert sorted(p.name for p in (whole / "snap").iterdir()) == ["epoch_1.keras", "epoch_2.keras"]
