@@ -419,7 +419,8 @@ def main(argv=None) -> int:
     p.add_argument("--sam", type=float, default=0.0, metavar="RHO",
                    help="sharpness-aware minimisation with this radius (e.g. 0.05; twice the time per step)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0: all cores)")
+    p.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0: all cores); a rerun with the same seed "
+                   "is exact only with the same count")
     p.add_argument("--limit", type=int, help="at most this many rows per split (smoke tests)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     p.add_argument("--keep-from", type=int, default=0, metavar="EPOCH",
