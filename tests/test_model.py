@@ -219,8 +219,8 @@ def test_training_end_to_end_gives_a_contract_model(tmp_path, fer_csv):
 
     r = _train(out, "--epochs", "3", "--resume")
     assert r.returncode != 0 and "different recipe" in (r.stderr + r.stdout)
-    # Same seed, same thread count: bit for bit (measured on full runs too). Another count still resumes, but
-    # says that it will not match; the count is recorded for that.
+    # Same seed, same thread count: bit for bit (on the full data too: vgg_half's epochs 1-3, rerun). Another
+    # count still resumes, but says that it will not match; the count is recorded for that.
     threads = json.loads((out / "state.json").read_text())["threads"]
     assert threads >= 1
     r = _train(out, "--epochs", "2", "--resume", "--threads", str(threads + 1))
