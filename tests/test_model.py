@@ -13,9 +13,12 @@ from conftest import ROOT
 from edge.classify import Classifier, shipped_model
 from emotion_model import LABELS, data
 
-# The shipped int8 model's PrivateTest accuracy is recorded in the model card; this floor
-# catches a regression (a wrong model, a broken preprocessing change) without being flaky.
-PRIVATE_TEST_FLOOR = float(json.loads((ROOT / "model" / "card.json").read_text())["test_floor"])
+# The shipped int8 model's numbers and network are recorded beside the model card: the floor
+# catches a regression (a wrong model, a broken preprocessing change) without being flaky, and the
+# tests that rebuild or fine-tune the shipped model take its network from there, not from a copy.
+CARD = json.loads((ROOT / "model" / "card.json").read_text())
+PRIVATE_TEST_FLOOR = float(CARD["test_floor"])
+SHIPPED_ARCH = CARD["arch"]
 
 
 def test_labels_file_is_canonical():
@@ -280,10 +283,9 @@ def test_tradeoff_plot_shows_the_shipped_model_where_the_card_puts_it(tmp_path):
 
     table_path = ROOT / "model" / "figures" / "tradeoff.json"
     table = json.loads(table_path.read_text())
-    card = json.loads((ROOT / "model" / "card.json").read_text())
     shipped = [m for m in table["models"] if m["kind"] == "shipped"]
     assert len(shipped) == 1
-    assert (shipped[0]["public"], shipped[0]["private"]) == (card["public_test_int8"], card["private_test_int8"])
+    assert (shipped[0]["public"], shipped[0]["private"]) == (CARD["public_test_int8"], CARD["private_test_int8"])
 
     def plot(*args):
         return subprocess.run([sys.executable, "-m", "emotion_model.evaluate", "--tradeoff", *args],
@@ -368,7 +370,7 @@ def test_consistent_distillation_from_tflite_teachers(tmp_path, fer_csv):
     out = tmp_path / "student"
     r = _train(out, "--recipe", "vgg_wide", "--epochs", "1", "--teacher", str(teacher), "--consistent")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "teachers: 1 models (res_slim), alpha 0.7, scored on every augmented batch" in r.stdout
+    assert f"teachers: 1 models ({SHIPPED_ARCH}), alpha 0.7, scored on every augmented batch" in r.stdout
     state = json.loads((out / "state.json").read_text())
     assert state["teachers"] == {"models": [str(teacher.resolve())], "alpha": 0.7, "consistent": True}
     # The same teacher scored once on the plain faces is another target: no resuming across.
@@ -450,7 +452,7 @@ def test_warm_start_reproduces_the_tflite_model(fer_data):
 
     shipped = ROOT / "model" / "emotion_int8.tflite"
     calib, faces = fer_data["PublicTest"].x[:1024], fer_data["PrivateTest"].x[:1024]
-    model = ARCHS["res_slim"]()  # the shipped model's network
+    model = ARCHS[SHIPPED_ARCH]()
     load_tflite_weights(model, shipped, calib)
     want = tflite_scores(shipped, faces).argmax(1)
     x = faces[..., None].astype(np.float32)
@@ -470,21 +472,21 @@ def test_fine_tuning_from_a_tflite_model(tmp_path, fer_csv):
     shipped = ROOT / "model" / "emotion_int8.tflite"
     assert "no such model" in _train(tmp_path / "x", "--init", str(tmp_path / "nope.tflite")).stderr
     fresh, tuned = tmp_path / "fresh", tmp_path / "tuned"
-    assert _train(fresh, "--recipe", "res_slim", "--epochs", "1").returncode == 0
-    r = _train(tuned, "--recipe", "res_slim", "--epochs", "1", "--lr", "1e-5", "--warmup", "0", "--init", str(shipped))
+    assert _train(fresh, "--recipe", SHIPPED_ARCH, "--epochs", "1").returncode == 0
+    r = _train(tuned, "--recipe", SHIPPED_ARCH, "--epochs", "1", "--lr", "1e-5", "--warmup", "0", "--init", str(shipped))
     assert r.returncode == 0 and "initialised from" in r.stdout, r.stderr[-3000:]
     acc = {d.name: json.loads((d / "state.json").read_text())["history"]["val_accuracy"][0] for d in (fresh, tuned)}
     # One epoch on 300 faces leaves a fresh network near chance; the warm start keeps the shipped accuracy.
     assert acc["fresh"] < 0.4, acc
     assert acc["tuned"] > 0.55, acc
     assert json.loads((tuned / "state.json").read_text())["init"] == str(shipped.resolve())
-    r = _train(tuned, "--recipe", "res_slim", "--epochs", "1", "--lr", "1e-5", "--warmup", "0", "--resume")
+    r = _train(tuned, "--recipe", SHIPPED_ARCH, "--epochs", "1", "--lr", "1e-5", "--warmup", "0", "--resume")
     assert r.returncode != 0 and "another model" in (r.stderr + r.stdout)
 
     # From a float Keras model (an averaged run's averaged.keras, here the tuned run's best epoch), without
     # augmentation: its exact weights, so the accuracy carries over.
     polished = tmp_path / "polished"
-    r = _train(polished, "--recipe", "res_slim", "--epochs", "1", "--lr", "1e-5", "--warmup", "0", "--augment", "none",
+    r = _train(polished, "--recipe", SHIPPED_ARCH, "--epochs", "1", "--lr", "1e-5", "--warmup", "0", "--augment", "none",
                "--init", str(tuned / "best.keras"))
     assert r.returncode == 0 and "initialised from" in r.stdout, r.stderr[-3000:]
     state = json.loads((polished / "state.json").read_text())
