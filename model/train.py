@@ -64,7 +64,7 @@ RECIPES["res_teacher"] = replace(RECIPES["vgg_wide"], arch="res_teacher")
 RECIPES["res_slim"] = replace(RECIPES["vgg_wide"], arch="res_slim")
 # res_slim on the same recipe with longer schedules: the schedule is what lifted it off the 46-epoch plateau.
 # Average the last quarter with model.average (--from-epoch 48 / 72). The 96-epoch one is the shipped model.
-RECIPES["res_slim_long"] = replace(RECIPES["res_slim"], epochs=64)
+RECIPES["res_slim_64"] = replace(RECIPES["res_slim"], epochs=64)
 RECIPES["res_slim_96"] = replace(RECIPES["res_slim"], epochs=96)
 # The two halves of a pair (model.pair), each trained alone on the same recipe.
 RECIPES["vgg_half"] = replace(RECIPES["vgg_wide"], arch="vgg_half")
