@@ -18,7 +18,7 @@ VENV="$PREFIX/venv"
 ETC=/etc/emotion-edge
 UNIT=/etc/systemd/system/emotion-edge.service
 
-DRY_RUN=0 UNINSTALL=0 PURGE=0 WITH_BROKER=0 START=1
+DRY_RUN=0 UNINSTALL=0 PURGE=0 WITH_BROKER=0 START=1 CHECK_OK=1
 ARCH_OVERRIDE="" CODENAME_OVERRIDE=""
 
 usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
@@ -69,7 +69,9 @@ detect_platform() {
     if [ -z "$CODENAME" ] && [ -r "$os_release" ]; then
         CODENAME="$(sed -n 's/^VERSION_CODENAME=//p' "$os_release" | tr -d '"' | head -n1)"
     fi
-    ARCH="${ARCH_OVERRIDE:-$(uname -m)}"
+    # The userland's architecture, not the kernel's: 32-bit Raspberry Pi OS on a Pi 4/5 runs a 64-bit
+    # kernel, so uname -m says aarch64 while every binary and wheel must be armhf.
+    ARCH="${ARCH_OVERRIDE:-$(dpkg --print-architecture 2>/dev/null || uname -m)}"
     case "$ARCH" in
         aarch64|arm64) ARCH=aarch64; BITS=64 ;;
         armv7l|armv6l|armhf) ARCH=armv7l; BITS=32 ;;
@@ -123,8 +125,17 @@ python_env() {
     else
         run python3 -m venv --system-site-packages "$ROOT$VENV"
     fi
-    # numpy stays at apt's 1.x: apt's picamera2 and simplejpeg are built against it.
-    run "$ROOT$VENV/bin/pip" install --upgrade --no-cache-dir "$REPO" "$RUNTIME" "numpy<2"
+    # The venv keeps the distribution's numpy (Bookworm 1.24, Trixie 2.x): apt's picamera2 and simplejpeg
+    # are built against it, so pip is held to exactly that version.
+    local np_version constraints
+    np_version="$(python3 -c 'import numpy; print(numpy.__version__)' 2>/dev/null || echo "")"
+    constraints="$(mktemp)"
+    if [ -n "$np_version" ]; then
+        say "numpy: keeping the system's $np_version"
+        echo "numpy==$np_version" > "$constraints"
+    fi
+    run "$ROOT$VENV/bin/pip" install --upgrade --no-cache-dir --constraint "$constraints" "$REPO" "$RUNTIME"
+    rm -f "$constraints"
 }
 
 config_files() {
@@ -151,14 +162,25 @@ unit_file() {
     put_file "$REPO/deploy/emotion-edge.service" "$UNIT" 0644
     run systemctl daemon-reload
     run systemctl enable emotion-edge.service
-    if [ "$START" = 1 ]; then
-        run systemctl restart emotion-edge.service
-    fi
 }
 
 check() {
-    say "emotion-edge check"
-    run runuser -u "$SERVICE_USER" -- "$ROOT$VENV/bin/emotion-edge" check --config "$ROOT$ETC/config.toml"
+    # libcamera gives a camera to one process: a running service would make the check's camera busy.
+    # So the service is stopped, checked as it will run, and started after.
+    say "emotion-edge check (the service is stopped meanwhile: one process per camera)"
+    run systemctl stop emotion-edge.service
+    CHECK_OK=1
+    run runuser -u "$SERVICE_USER" -- "$ROOT$VENV/bin/emotion-edge" check --config "$ROOT$ETC/config.toml" || CHECK_OK=0
+}
+
+start_service() {
+    [ "$START" = 1 ] || { say "not started (--no-start): sudo systemctl start emotion-edge"; return; }
+    if [ "$CHECK_OK" = 1 ]; then
+        say "start emotion-edge.service"
+        run systemctl restart emotion-edge.service
+    else
+        say "check failed: the service is installed and enabled but not started; fix the FAIL line above, then: sudo systemctl start emotion-edge"
+    fi
 }
 
 uninstall() {
@@ -191,6 +213,8 @@ main() {
     config_files
     unit_file
     check
+    start_service
+    [ "$CHECK_OK" = 1 ] || exit 1
     say "done: journalctl -u emotion-edge -f shows the log"
 }
 

@@ -31,7 +31,7 @@ def flips(cfg: Config, live: bool) -> bool:
 
 def make_classifier(cfg: Config, live: bool = True) -> Classifier:
     c = cfg.classifier
-    return Classifier(c.model or None, c.labels or None, c.threads, c.margin, flips(cfg, live), c.stretch)
+    return Classifier(c.model or None, c.labels or None, c.threads, c.margin, flips(cfg, live), c.preprocess)
 
 
 def make_tracker(cfg: Config) -> IouTracker:
@@ -39,8 +39,8 @@ def make_tracker(cfg: Config) -> IouTracker:
     return IouTracker(t.iou, t.smoothing, t.max_missed)
 
 
-def make_source(cfg: Config, spec: str | None, want_main: bool) -> FrameSource:
-    return open_source(spec or cfg.camera.source, cfg.camera, want_main=want_main)
+def make_source(cfg: Config, spec: str | None, want_main: bool, stop: threading.Event | None = None) -> FrameSource:
+    return open_source(spec or cfg.camera.source, cfg.camera, want_main=want_main, interrupt=stop)
 
 
 @dataclass
@@ -88,11 +88,12 @@ def make_sinks(cfg: Config, out: Outputs, source: FrameSource, stats_fn=None, la
 
 def build(cfg: Config, spec: str | None, out: Outputs, stop: threading.Event | None = None) -> Pipeline:
     """Model and cascade first (fail fast with a clear error), then the source, then outputs."""
+    stop = stop or threading.Event()
     classifier = make_classifier(cfg)
     detector = make_detector(cfg)
     wants_image = bool(out.annotate or cfg.display.http or cfg.mqtt.snapshot or
                        any(getattr(s, "needs_image", False) for s in out.extra))
-    source = make_source(cfg, spec, want_main=wants_image)
+    source = make_source(cfg, spec, want_main=wants_image, stop=stop)
     # Photos and files have no frame budget, a live camera does: only it skips the tilted searches and the
     # mirrored second look by default.
     tilted = cfg.detector.tilt > 0 and (cfg.detector.tilt_live or not source.live)

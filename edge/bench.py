@@ -64,7 +64,7 @@ def thesis_loop(frames, model_path: Path, threads: int = 1) -> dict:
     from .detect import find_cascade
 
     cascade = cv2.CascadeClassifier(str(find_cascade()))
-    clf = Classifier(model_path, threads=threads, stretch=False)  # the thesis fed raw crops
+    clf = Classifier(model_path, threads=threads, photometric="none")  # the thesis fed raw crops
     labels = clf.labels
     t_detect = t_classify = t_draw = 0.0
     faces_total = 0

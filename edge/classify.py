@@ -1,6 +1,7 @@
 """Int8 emotion classifier: the shipped TFLite model, loaded once, all faces of a frame in one call."""
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from importlib import resources
@@ -33,12 +34,41 @@ def read_labels(path: Path) -> tuple[str, ...]:
     return labels
 
 
+def read_contract(model: Path) -> dict | None:
+    """The model's own description beside it (``emotion_int8.tflite`` -> ``emotion_int8.json``): which
+    photometric step it was trained with, its labels, network and cost. None for a model without one."""
+    path = model.with_suffix(".json")
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: unreadable model description: {e}") from None
+    if not isinstance(meta, dict) or meta.get("preprocess") not in preprocess.METHODS:
+        raise ModelError(f"{path}: 'preprocess' must be one of {', '.join(preprocess.METHODS)}")
+    return meta
+
+
+def choose_preprocess(path: Path, setting: str, contract: dict | None) -> str:
+    """What the runtime applies to each face: the model's own choice under "auto"; a setting that
+    contradicts the model's description is refused, since the model would then see faces unlike any it
+    learnt from. A model without a description gets the min-max stretch, as models before descriptions."""
+    if contract is None:
+        return "stretch" if setting == "auto" else setting
+    trained = contract["preprocess"]
+    if setting not in ("auto", trained):
+        raise ModelError(f"{path}: the model was trained on faces with preprocess = \"{trained}\" "
+                         f"({path.with_suffix('.json').name}), but [classifier] preprocess = \"{setting}\"; "
+                         "use \"auto\"")
+    return trained
+
+
 class Classifier:
     """Wraps one TFLite interpreter. Not thread-safe by design of TFLite; a lock guards it
     because the bench and the HTTP view may call from other threads."""
 
     def __init__(self, model_path: str | Path | None = None, labels_path: str | Path | None = None,
-                 threads: int = 1, margin: float = 0.0, flip: bool = False, stretch: bool = True):
+                 threads: int = 1, margin: float = 0.0, flip: bool = False, photometric: str = "auto"):
         path = Path(model_path) if model_path else shipped_model()
         if not path.is_file():
             raise ModelError(f"{path}: model file not found")
@@ -49,7 +79,8 @@ class Classifier:
         self.path = path
         self.margin = margin
         self.flip = flip
-        self.stretch = stretch
+        self.contract = read_contract(path)
+        self.preprocess = choose_preprocess(path, photometric, self.contract)
         inp = self.interp.get_input_details()[0]
         out = self.interp.get_output_details()[0]
         if tuple(inp["shape"][1:]) != (preprocess.SIDE, preprocess.SIDE, 1):
@@ -58,21 +89,25 @@ class Classifier:
         self.in_dtype = inp["dtype"]
         self.in_scale, self.in_zero = inp["quantization"]
         self.out_scale, self.out_zero = out["quantization"]
-        labels_file = Path(labels_path) if labels_path else path.with_name("labels.txt")
-        self.labels = read_labels(labels_file) if labels_file.is_file() else LABELS
+        if labels_path:  # asked for by name: it must exist
+            self.labels = read_labels(Path(labels_path))
+        elif path.with_name("labels.txt").is_file():
+            self.labels = read_labels(path.with_name("labels.txt"))
+        else:
+            self.labels = tuple(self.contract["labels"]) if self.contract and "labels" in self.contract else LABELS
         if int(out["shape"][-1]) != len(self.labels):
             raise ModelError(f"{path}: {out['shape'][-1]} outputs but {len(self.labels)} labels")
         self._batch = 1
         self._lock = threading.Lock()
         self.interp.allocate_tensors()
-        log.info("model %s: input %s scale %.4g zero %d, %d labels", path.name, np.dtype(self.in_dtype).name,
-                 self.in_scale, self.in_zero, len(self.labels))
+        log.info("model %s: input %s scale %.4g zero %d, %d labels, faces %s", path.name,
+                 np.dtype(self.in_dtype).name, self.in_scale, self.in_zero, len(self.labels),
+                 "as they are" if self.preprocess == "none" else self.preprocess + "d")
 
     def model_input(self, faces: np.ndarray) -> np.ndarray:
-        """uint8 faces ``[N,48,48]`` -> the model's input batch: stretched to 0..255 like FER2013's faces
-        (``stretch``), then quantized with the model's own scale and zero point."""
-        if self.stretch:
-            faces = preprocess.stretch(faces)
+        """uint8 faces ``[N,48,48]`` -> the model's input batch: the photometric step the model was trained
+        with, then quantized with the model's own scale and zero point."""
+        faces = preprocess.photometric(faces, self.preprocess)
         return preprocess.quantize(faces, self.in_scale, self.in_zero, self.in_dtype)
 
     def prepare(self, gray: np.ndarray, boxes) -> np.ndarray:

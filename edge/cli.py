@@ -146,6 +146,10 @@ def cmd_check(args) -> int:
 
     cfg = _config(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.full:
+        from .selftest import run_selftest
+
+        return run_selftest(cfg, args.source, frames=args.frames, timeout=args.timeout)
     return run_checks(cfg, args.source, timeout=args.timeout)
 
 
@@ -186,6 +190,10 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="check camera, model, cascade and broker; one line each")
     common(c)
     c.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the broker")
+    c.add_argument("--full", action="store_true", help="the self-test: board, camera streams, FRAMES frames through "
+                                                       "the pipeline with timings, preview, MQTT round trip, "
+                                                       "systemd, temperature; a report to paste into a bug report")
+    c.add_argument("--frames", type=int, default=100, metavar="N", help="frames for --full (default 100)")
     c.set_defaults(func=cmd_check)
 
     b = sub.add_parser("bench", help="time the pipeline against the thesis loop on the same frames")

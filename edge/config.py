@@ -37,6 +37,9 @@ class CameraConfig:
     video_max_width: int = 640
     # Restart a video file at its end instead of ending the run.
     loop: bool = False
+    # Seconds without a frame from a live camera before it counts as hung (the run then fails, and systemd
+    # restarts it); a stop is seen within 0.2 s whatever the camera does.
+    capture_timeout: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -67,9 +70,9 @@ class ClassifierConfig:
     # classifier's cost hardly counts, and live sources only with flip_live.
     flip: bool = True
     flip_live: bool = False
-    # Stretch each 48x48 face to 0..255 before the model, as FER2013's faces are: a face in shadow or
-    # backlight then looks like the training data. Off only for a model trained on unstretched faces.
-    stretch: bool = True
+    # The photometric step applied to each 48x48 face: "auto" takes the one the model was trained with
+    # (the .json beside it); "none", "stretch" or "equalize" must agree with it.
+    preprocess: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -142,13 +145,14 @@ class Config:
 
 _CHOICES = {
     ("camera", "luma_range"): ("auto", "full", "limited"),
+    ("classifier", "preprocess"): ("auto", "none", "stretch", "equalize"),
     ("mqtt", "rate"): ("all", "change", "max"),
     ("display", "preview"): ("auto", "drm", "qtgl", "none"),
     ("service", "log_level"): ("debug", "info", "warning", "error"),
 }
 _POSITIVE = {
     ("camera", "width"), ("camera", "height"), ("camera", "lores_width"), ("camera", "lores_height"),
-    ("camera", "fps"), ("camera", "still_max_width"), ("camera", "video_max_width"), ("detector", "min_size"), ("detector", "every"),
+    ("camera", "fps"), ("camera", "capture_timeout"), ("camera", "still_max_width"), ("camera", "video_max_width"), ("detector", "min_size"), ("detector", "every"),
     ("classifier", "threads"), ("mqtt", "port"), ("mqtt", "keepalive"), ("mqtt", "queue_size"),
     ("mqtt", "max_rate"), ("mqtt", "stats_interval"), ("mqtt", "snapshot_interval"), ("display", "http_max_fps"),
     ("service", "status_interval"), ("tracker", "max_missed"),

@@ -14,6 +14,11 @@ CASCADE_NAME = "haarcascade_frontalface_default.xml"
 CONFIRM_NAME = "haarcascade_frontalface_alt.xml"
 # Raspberry Pi OS's python3-opencv keeps the cascades here instead of in cv2.data.
 SYSTEM_DIRS = ("/usr/share/opencv4/haarcascades", "/usr/share/opencv/haarcascades")
+# detect_padded: the border per side as a fraction of the picture (chosen by measurement: README), the
+# largest side it searches, and the smallest face it reports as a fraction of the picture's shorter side.
+PAD_BORDER = 0.25
+PAD_SIDE = 400
+PAD_MIN_FILL = 0.4
 
 
 class DetectorError(RuntimeError):
@@ -92,6 +97,35 @@ class HaarDetector:
         if len(out) > 1:
             out = out[np.argsort(-(out[:, 2] * out[:, 3]), kind="stable")]
         return out
+
+    def detect_padded(self, gray: np.ndarray, border: float = PAD_BORDER, tilted: bool = False) -> np.ndarray:
+        """Faces that fill the picture (ID and profile photos, crops), which the cascade misses for want of
+        context around them: ``detect`` on the plane framed by a border of its own mean grey, ``border`` times
+        its size on every side, shrunk first to at most PAD_SIDE px (a face that fills the picture is large
+        there too, and the search costs a fraction of the full one). Only boxes at least PAD_MIN_FILL of the
+        picture's shorter side are kept: that is what this search is for, and small ones would be texture.
+        Boxes are in ``gray`` coordinates and may reach past its edges; the caller clips what it reports and
+        crops with the edge replicated."""
+        h, w = gray.shape[:2]
+        s = min(1.0, PAD_SIDE / max(h, w))
+        small = gray if s >= 1.0 else cv2.resize(gray, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+        sh, sw = small.shape[:2]
+        py, px = int(round(sh * border)), int(round(sw * border))
+        framed = cv2.copyMakeBorder(small, py, py, px, px, cv2.BORDER_CONSTANT, value=int(round(float(small.mean()))))
+        boxes = self.detect(framed, tilted=tilted)
+        if not len(boxes):
+            return boxes
+        boxes[:, 0] -= px
+        boxes[:, 1] -= py
+        boxes[:, :4] /= s
+        cx, cy = boxes[:, 0] + boxes[:, 2] / 2, boxes[:, 1] + boxes[:, 3] / 2
+        keep = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h) & (boxes[:, 2] >= PAD_MIN_FILL * min(h, w))
+        return boxes[keep]
+
+    def wants_padded(self, boxes: np.ndarray, shape) -> bool:
+        """Is a face filling the picture possible, given what ``detect`` found? Nothing, or only faces much
+        smaller than the picture (a 1000-px ID photo can hold a 50-px false face and no found real one)."""
+        return not len(boxes) or float(boxes[:, 2].max()) < PAD_MIN_FILL * min(shape[:2])
 
     def _search(self, gray: np.ndarray, strict: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Upright boxes ``[N, 4]`` int32 and how many raw detections each merged (its strength).

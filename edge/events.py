@@ -17,12 +17,15 @@ class Face:
     confidence: float
     scores: dict[str, float]
     roll: float = 0.0  # degrees counter-clockwise on screen; the box is the face's square turned by it
+    padded: bool = False  # found only with a border added around the photo (the face fills the picture)
 
     def to_dict(self) -> dict:
         d = {"id": self.id, "box": list(self.box), "emotion": self.emotion,
              "confidence": round(self.confidence, 4), "scores": {k: round(v, 4) for k, v in self.scores.items()}}
         if self.roll:  # only faces found tilted carry it: upright ones keep the original, shorter event
             d["roll"] = self.roll
+        if self.padded:
+            d["found"] = "padded"
         return d
 
 

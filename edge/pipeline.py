@@ -47,6 +47,13 @@ class RunResult:
     error: str | None = None
 
 
+def clip_box(box, size) -> tuple[int, int, int, int]:
+    x, y, w, h = box
+    x0, y0 = max(0, x), max(0, y)
+    x1, y1 = min(size[0], x + w), min(size[1], y + h)
+    return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
+
+
 class Pipeline:
     def __init__(self, source: FrameSource, detector, classifier, tracker, sinks=(), device: str = "edge",
                  detect_every: int = 1, stop: threading.Event | None = None, tilted: bool = False):
@@ -78,10 +85,16 @@ class Pipeline:
             # Two photos in a folder share no faces: a face in the same place is someone else.
             self.tracker.reset()
         to_main = np.float32([sx, sy, sx, sy, 1.0])
+        padded = False
         if (frame.seq - 1) % self.every == 0 or not self.tracker.tracks:
             boxes_g = self._detect(frame.gray)
-        else:
-            boxes_g = self.tracker.predicted_boxes() / to_main
+            if self.source.independent and hasattr(self.detector, "detect_padded") and \
+                    self.detector.wants_padded(boxes_g, frame.gray.shape):
+                # A photo may be a face that fills the picture (an ID or profile photo), which the cascade misses
+                # for want of context: look once more with a neutral border around it. Cameras never pay for this.
+                found = with_roll(self.detector.detect_padded(frame.gray, tilted=self.tilted))
+                if len(found):
+                    boxes_g, padded = found, True
         t1 = pc()
         scores = self.classifier.classify(frame.gray, boxes_g)
         t2 = pc()
@@ -91,10 +104,12 @@ class Pipeline:
         faces = []
         for t in tracks:
             k = int(np.argmax(t.scores))
-            faces.append(Face(id=t.id, box=tuple(int(round(v)) for v in t.box[:4]), emotion=labels[k],
-                              confidence=float(t.scores[k]),
+            box = tuple(int(round(v)) for v in t.box[:4])
+            if padded:  # found with a border around the photo: what is reported stays inside it
+                box = clip_box(box, frame.main_size)
+            faces.append(Face(id=t.id, box=box, emotion=labels[k], confidence=float(t.scores[k]),
                               scores={lab: float(p) for lab, p in zip(labels, t.scores)},
-                              roll=round(float(t.box[4]), 1)))
+                              roll=round(float(t.box[4]), 1), padded=padded))
         faces.sort(key=lambda f: -f.box[2] * f.box[3])  # largest (nearest) first, as documented
         now = time.monotonic()
         if self._last_t is not None:
@@ -146,7 +161,8 @@ class Pipeline:
                     return RunResult(processed, "source-error", str(e))
                 capture_ms = (time.perf_counter() - t0) * 1000
                 if frame is None:
-                    return RunResult(processed, "ended")
+                    # A live source gives None only when it was interrupted by the stop event.
+                    return RunResult(processed, "stopped" if self.stop.is_set() else "ended")
                 try:
                     event = self.process(frame)
                 except Exception as e:

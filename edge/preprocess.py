@@ -83,9 +83,36 @@ def patches(gray: np.ndarray, boxes, margin: float) -> np.ndarray:
     return np.stack([face_patch(gray, b, margin) for b in boxes])
 
 
+# The photometric step a model was trained with, applied to every 48x48 face before quantization.
+# A model records its own (the ``.json`` beside it); training, evaluation and the runtime call ``photometric``.
+METHODS = ("none", "stretch", "equalize")
+
+
+def photometric(faces: np.ndarray, method: str) -> np.ndarray:
+    """uint8 faces ``[N,48,48]`` through one of ``METHODS``; returns uint8 faces of the same shape."""
+    if method == "none":
+        return np.asarray(faces, dtype=np.uint8)
+    if method == "stretch":
+        return stretch(faces)
+    if method == "equalize":
+        return equalize(faces)
+    raise ValueError(f"unknown preprocessing {method!r} (known: {', '.join(METHODS)})")
+
+
+def equalize(faces: np.ndarray) -> np.ndarray:
+    """Each face's histogram equalised (OpenCV's ``equalizeHist``): a face in shadow, backlight or a
+    washed-out exposure gets the same spread of grey levels as a well-lit one, and one bright or dark
+    outlier pixel cannot squeeze the rest, as it does to a min-max stretch."""
+    f = np.ascontiguousarray(faces, dtype=np.uint8)
+    out = np.empty_like(f)
+    for i in range(len(f)):
+        out[i] = cv2.equalizeHist(f[i])
+    return out
+
+
 def stretch(faces: np.ndarray) -> np.ndarray:
-    """Each face's darkest pixel to 0 and brightest to 255, as in FER2013: 99.94 % of its faces span exactly
-    0..255, while a camera's face in shadow or backlight may span 20..90. A flat face is left as it is."""
+    """Each face's darkest pixel to 0 and brightest to 255: a camera's face in shadow or backlight may
+    span 20..90. A flat face is left as it is."""
     f = np.asarray(faces, dtype=np.float32)
     if not len(f):
         return np.asarray(faces, dtype=np.uint8)

@@ -22,7 +22,12 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("Training", "PublicTest", "PrivateTest")
 SIDE = 48
-DEFAULT_CSV = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "fer2013.csv.gz"
+# The original pixels with the FER+ votes first; the older copy is histogram-equalised (see its README).
+DEFAULT_NAMES = ("fer2013plus.csv.gz",)
+DEFAULT_DIRS = (Path(__file__).resolve().parent.parent.parent / "shared" / "data",)
+# FER+ vote columns in our label order (angry, disgust, fear, happy, sad, surprise, neutral); contempt,
+# unknown and NF (not a face) are left out of the vote distribution.
+FERPLUS_COLUMNS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
 
 
 class DataError(ValueError):
@@ -42,21 +47,32 @@ def cli(work: Callable[[], object]) -> int:
 @dataclass(frozen=True)
 class Split:
     x: np.ndarray  # uint8 [N, 48, 48]
-    y: np.ndarray  # int64 [N]
+    y: np.ndarray  # int64 [N], the FER2013 label
+    # float32 [N, 7]: FER+ votes for the seven classes (contempt, unknown and not-a-face dropped), or None
+    # when the source has no votes. A row may sum to 0 (all ten annotators said NF/unknown/contempt).
+    votes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
 
+    def ferplus_majority(self) -> np.ndarray:
+        """Per face the class with the most FER+ votes (ties: the first in label order), or -1 where the
+        face has no vote for any of the seven classes."""
+        if self.votes is None:
+            raise DataError("this data has no FER+ votes (use fer2013plus.csv.gz)")
+        return np.where(self.votes.sum(1) > 0, self.votes.argmax(1), -1)
+
 
 def default_data_path() -> Path | None:
-    """``$FER2013``, else ``../shared/data/fer2013.csv.gz`` beside the checkout, else None."""
+    """``$FER2013``, else ``../shared/data/fer2013plus.csv.gz`` beside the checkout (or the working
+    directory), else None."""
     env = os.environ.get("FER2013")
     if env:
         return Path(env)
-    candidates = [DEFAULT_CSV, Path.cwd().parent / "shared" / "data" / "fer2013.csv.gz"]
-    for c in candidates:
-        if c.is_file():
-            return c
+    for d in (*DEFAULT_DIRS, Path.cwd().parent / "shared" / "data"):
+        for name in DEFAULT_NAMES:
+            if (d / name).is_file():
+                return d / name
     return None
 
 
@@ -65,7 +81,7 @@ def resolve_data_path(path: str | os.PathLike | None) -> Path:
         found = default_data_path()
         if found is None:
             raise DataError(
-                "no FER2013 data given and none found at ../shared/data/fer2013.csv.gz; "
+                "no FER2013 data given and none found at ../shared/data/fer2013plus.csv.gz; "
                 "pass --data PATH (the Kaggle fer2013.csv[.gz] or a folder with train/ and test/)"
             )
         return found
@@ -98,6 +114,7 @@ def _load_csv(p: Path, splits, limit) -> dict[str, Split]:
     wanted = set(splits)
     xs: dict[str, list] = {s: [] for s in splits}
     ys: dict[str, list] = {s: [] for s in splits}
+    vs: dict[str, list] = {s: [] for s in splits}
     try:
         fh = _open_text(p)
     except OSError as e:
@@ -115,6 +132,7 @@ def _load_csv(p: Path, splits, limit) -> dict[str, Split]:
             ie, ip, iu = cols.index("emotion"), cols.index("pixels"), cols.index("usage")
         except ValueError:
             raise DataError(f"{p}:1: header must have emotion,pixels,Usage columns, got {header!r}") from None
+        iv = [cols.index(c) for c in FERPLUS_COLUMNS] if all(c in cols for c in FERPLUS_COLUMNS) else None
         line = 1
         try:
             for row in reader:
@@ -142,6 +160,11 @@ def _load_csv(p: Path, splits, limit) -> dict[str, Split]:
                     raise DataError(f"{p}:{line}: expected {SIDE * SIDE} pixels, got {px.size}")
                 if px.min() < 0 or px.max() > 255:
                     raise DataError(f"{p}:{line}: pixel values must be 0..255")
+                if iv is not None:
+                    try:
+                        vs[usage].append([float(row[i] or 0) for i in iv])
+                    except ValueError:
+                        raise DataError(f"{p}:{line}: FER+ votes must be numbers") from None
                 xs[usage].append(px.astype(np.uint8).reshape(SIDE, SIDE))
                 ys[usage].append(label)
         except (OSError, EOFError, csv.Error, UnicodeDecodeError) as e:
@@ -150,7 +173,8 @@ def _load_csv(p: Path, splits, limit) -> dict[str, Split]:
     for s in splits:
         if not ys[s]:
             raise DataError(f"{p}: no rows with Usage {s}")
-        out[s] = Split(np.stack(xs[s]), np.asarray(ys[s], dtype=np.int64))
+        votes = np.asarray(vs[s], dtype=np.float32) if iv is not None else None
+        out[s] = Split(np.stack(xs[s]), np.asarray(ys[s], dtype=np.int64), votes)
     return out
 
 

@@ -196,8 +196,43 @@ def _run_state(history: str) -> tuple[str, dict]:
     return path.parent.name, state
 
 
+def camera_suite(model_path: str | Path, split, threads: int = 2) -> dict:
+    """Accuracy (FER2013 labels) on ``split`` clean and under each of model.camera.CONDITIONS, single pass,
+    through the runtime's preprocessing; "mean" is the mean of the degraded conditions."""
+    from .camera import CONDITIONS, condition
+
+    out = {}
+    for name in CONDITIONS:
+        p = tflite_scores(model_path, condition(split.x, name, seed=0), threads=threads)
+        out[name] = round(float((p.argmax(1) == split.y).mean()), 4)
+    out["mean"] = round(float(np.mean([v for k, v in out.items() if k != "clean"])), 4)
+    return out
+
+
+def plot_camera(results: dict, path: Path) -> None:
+    """Grouped bars: each model's accuracy per camera condition."""
+    plt = pyplot()
+
+    names = list(results)
+    conds = list(next(iter(results.values())))
+    fig, ax = plt.subplots(figsize=(9, 4), dpi=110)
+    w = 0.8 / len(names)
+    for i, n in enumerate(names):
+        xs = np.arange(len(conds)) + (i - (len(names) - 1) / 2) * w
+        ax.bar(xs, [results[n][c] * 100 for c in conds], width=w, label=n)
+    ax.set_xticks(range(len(conds)), conds, rotation=20, ha="right")
+    ax.set_ylabel("PrivateTest accuracy, %")
+    ax.set_ylim(30, 80)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("FER2013 PrivateTest under camera conditions (single pass, int8)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def evaluate(models: list[str], data_path, splits, tta: bool, keras_model: str | None, out: Path | None,
-             history: list[str] | None = None, threads: int = 2) -> dict:
+             history: list[str] | None = None, threads: int = 2, camera: bool = False) -> dict:
     d = fer.load(data_path, splits=tuple(splits))
     results: dict = {}
     runs = [(Path(m).name, lambda x, m=m: tflite_scores(m, x, threads=threads)) for m in models]
@@ -210,12 +245,21 @@ def evaluate(models: list[str], data_path, splits, tta: bool, keras_model: str |
             t = time.monotonic()
             p = fn(s.x)
             r = metrics(s.y, p)
+            if s.votes is not None:
+                # FER+ majority over the seven classes; faces whose votes all went to contempt, unknown or
+                # not-a-face have no majority and are left out.
+                major = s.ferplus_majority()
+                keep = major >= 0
+                r["ferplus_majority_accuracy"] = round(float((p[keep].argmax(1) == major[keep]).mean()), 4)
+                r["ferplus_faces"] = int(keep.sum())
             r["seconds"] = round(time.monotonic() - t, 1)
             if tta:
                 pf = fn(s.x[:, :, ::-1].copy())
                 r["flip_tta"] = {k: v for k, v in metrics(s.y, (p + pf) / 2).items() if k in ("accuracy", "macro_f1")}
             results[name][split] = r
             extra = f"  flip-TTA {r['flip_tta']['accuracy']:.4f}" if tta else ""
+            if "ferplus_majority_accuracy" in r:
+                extra += f"  FER+ majority {r['ferplus_majority_accuracy']:.4f}"
             print(f"{name:<32} {split:<12} accuracy {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}{extra}",
                   flush=True)
             if out:
@@ -223,6 +267,16 @@ def evaluate(models: list[str], data_path, splits, tta: bool, keras_model: str |
                 stem = Path(name.split(" ")[0]).stem
                 plot_confusion(r["confusion"], f"{name} on FER2013 {split}: accuracy {r['accuracy']:.1%}",
                                out / f"confusion_{stem}_{split}.png")
+    if camera:
+        split = d["PrivateTest"] if "PrivateTest" in d else d[splits[-1]]
+        cams = {}
+        for name, m in zip([Path(m).name for m in models], models):
+            cams[name] = camera_suite(m, split, threads)
+            print(f"{name:<32} camera suite  " + "  ".join(f"{k} {v:.4f}" for k, v in cams[name].items()), flush=True)
+            results[name]["camera"] = cams[name]
+        if out:
+            out.mkdir(parents=True, exist_ok=True)
+            plot_camera(cams, out / "camera.png")
     if out:
         (out / "metrics.json").write_text(json.dumps(results, indent=1))
         (out / "report.md").write_text(report_md(results))
@@ -236,14 +290,19 @@ def evaluate(models: list[str], data_path, splits, tta: bool, keras_model: str |
 
 
 def report_md(results: dict) -> str:
-    lines = ["| model | split | accuracy | macro-F1 | flip-TTA accuracy |", "|---|---|---|---|---|"]
+    lines = ["| model | split | accuracy | FER+ majority | macro-F1 | flip-TTA accuracy |", "|---|---|---|---|---|---|"]
     for name, per in results.items():
         for split, r in per.items():
+            if split == "camera":
+                continue
             tta = f"{r['flip_tta']['accuracy']:.1%}" if "flip_tta" in r else "-"
-            lines.append(f"| {name} | {split} | {r['accuracy']:.1%} | {r['macro_f1']:.3f} | {tta} |")
+            fp = f"{r['ferplus_majority_accuracy']:.1%}" if "ferplus_majority_accuracy" in r else "-"
+            lines.append(f"| {name} | {split} | {r['accuracy']:.1%} | {fp} | {r['macro_f1']:.3f} | {tta} |")
     lines += ["", "Per class (precision / recall / F1):", ""]
     for name, per in results.items():
         for split, r in per.items():
+            if split == "camera":
+                continue
             lines.append(f"**{name}, {split}**")
             lines.append("")
             lines.append("| class | precision | recall | F1 | support |")
@@ -259,7 +318,8 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append", default=[], help=".tflite to score (repeatable; default: the shipped one)")
     p.add_argument("--keras", help="also score a float .keras checkpoint (needs the train extra)")
-    p.add_argument("--data", help="fer2013.csv[.gz] or image folder (default: ../shared/data/fer2013.csv.gz)")
+    p.add_argument("--data", help="fer2013plus.csv.gz, fer2013.csv[.gz] or image folder "
+                                   "(default: ../shared/data/fer2013plus.csv.gz)")
     p.add_argument("--splits", nargs="+", default=["PublicTest", "PrivateTest"], choices=fer.SPLITS)
     p.add_argument("--tta", action="store_true", help="also report horizontal-flip test-time averaging")
     p.add_argument("--history", action="append", default=[],
@@ -269,6 +329,9 @@ def main(argv=None) -> int:
                    help="also plot accuracy against MACs for the models listed in this file "
                         "(model/figures/tradeoff.json) as tradeoff.png; alone, only that")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--camera", action="store_true",
+                   help="also the camera suite: PrivateTest under blur, motion, noise, JPEG, small faces and low "
+                        "light (camera.png)")
     p.add_argument("--out", help="folder for metrics.json, report.md and PNGs")
     args = p.parse_args(argv)
     models = args.model
@@ -292,7 +355,8 @@ def main(argv=None) -> int:
             print(f"error: {m}: no such model file", file=sys.stderr)
             return 2
     return fer.cli(lambda: evaluate(models, args.data, args.splits, args.tta, args.keras,
-                                    Path(args.out) if args.out else None, args.history, args.threads))
+                                    Path(args.out) if args.out else None, args.history, args.threads,
+                                    args.camera))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,13 @@ class Recipe:
     # "mixed_bfloat16" trained 1.45x faster on one machine (509 vs 740 ms per 128-face step) but
     # 1.5x slower on another with AVX512-BF16 and no AMX; exports are always rebuilt in float32.
     precision: str = "float32"
+    # The photometric step (edge.preprocess.METHODS) applied to every face after augmentation; recorded
+    # beside the exported model, which the runtime then applies to camera faces.
+    preprocess: str = "none"
+    # Camera degradations (model.camera.degrade) on the augmented faces, before the photometric step.
+    camera: bool = False
+    # Weight of the FER+ vote distribution in the targets (the rest: the FER2013 label); 0 = labels only.
+    ferplus: float = 0.0
 
 
 RECIPES = {
@@ -69,6 +76,13 @@ RECIPES["res_slim_96"] = replace(RECIPES["res_slim"], epochs=96)
 # The two halves of a pair (model.pair), each trained alone on the same recipe.
 RECIPES["vgg_half"] = replace(RECIPES["vgg_wide"], arch="vgg_half")
 RECIPES["res_half"] = replace(RECIPES["vgg_wide"], arch="res_half")
+# Camera-robust models on the original pixels: equalised faces, camera degradations, targets half FER2013
+# label and half FER+ votes. "cam" fine-tunes a trained res_slim (--init); "cam_fast" trains the
+# 38 M-MAC network from scratch for slow CPUs.
+RECIPES["res_slim_cam"] = replace(RECIPES["res_slim"], epochs=14, lr=6e-4, warmup_epochs=1, preprocess="equalize",
+                                  camera=True, ferplus=0.5)
+RECIPES["res_fast_cam"] = replace(RECIPES["res_slim"], arch="res_fast", epochs=40, preprocess="equalize",
+                                  camera=True, ferplus=0.5)
 
 
 def _setup_tf(threads: int, seed: int, precision: str = "float32"):
@@ -127,6 +141,35 @@ def cached_teacher_targets(out: Path, y: np.ndarray, x: np.ndarray, teachers: li
     return targets
 
 
+def label_targets(split, ferplus: float) -> np.ndarray:
+    """(1 - ferplus) * one-hot FER2013 label + ferplus * FER+ vote distribution; a face without a vote for
+    any of the seven classes keeps its label alone."""
+    onehot = np.eye(len(LABELS), dtype=np.float32)[split.y]
+    if not ferplus:
+        return onehot
+    if split.votes is None:
+        raise fer.DataError("this recipe trains on FER+ votes: use fer2013plus.csv.gz")
+    total = split.votes.sum(1, keepdims=True)
+    dist = np.where(total > 0, split.votes / np.maximum(total, 1), onehot)
+    return ((1 - ferplus) * onehot + ferplus * dist).astype(np.float32)
+
+
+def camera_and_photometric(recipe: Recipe):
+    """The numpy half of augmentation: per batch a seeded camera (model.camera.degrade), then the
+    model's photometric step, the very function the runtime calls."""
+    from edge.preprocess import photometric
+
+    from .camera import degrade
+
+    def fn(xb, seed):
+        faces = np.clip(np.round(xb[..., 0]), 0, 255).astype(np.uint8)
+        if recipe.camera:
+            faces = degrade(faces, np.random.default_rng([int(seed[0]), int(seed[1]), 7]))
+        return photometric(faces, recipe.preprocess)[..., None].astype(np.float32)
+
+    return fn
+
+
 def _train_dataset(tf, x, y, recipe: Recipe, seed: int, start_epoch: int, targets: np.ndarray | None = None,
                    teachers: list | None = None, alpha: float = 0.0):
     """Per-epoch seeded permutations; batch k of epoch e is augmented with seed (seed, e*10^5+k).
@@ -145,10 +188,15 @@ def _train_dataset(tf, x, y, recipe: Recipe, seed: int, start_epoch: int, target
     ys = tf.constant(np.eye(len(LABELS), dtype=np.float32)[y] if targets is None else targets)
     from .augment import LEVELS, augment
 
+    numpy_step = camera_and_photometric(recipe)
+
     def load(idx, s):
         xb, yb = tf.gather(xs, idx), tf.gather(ys, idx)
         if recipe.augment:
             xb = augment(xb, s, **LEVELS[recipe.augment])
+        if recipe.camera or recipe.preprocess != "none":
+            xb = tf.numpy_function(numpy_step, [xb, s], tf.float32, stateful=False)
+            xb.set_shape([recipe.batch, 48, 48, 1])
         if teachers:
             soft = tf.add_n([t(xb, training=False) for t in teachers]) / len(teachers)
             yb = (1 - alpha) * yb + alpha * soft
@@ -199,14 +247,26 @@ def float32_model(keras, arch: str, source):
     return clone
 
 
-def export_run(model, train_x: np.ndarray, seed: int, out: Path) -> None:
-    """int8 and float TFLite plus labels into a run directory; the representative images are a
-    seeded sample of Training."""
+def export_run(model, train_x: np.ndarray, seed: int, out: Path, preprocess: str = "none") -> None:
+    """int8 and float TFLite plus labels and each model's contract (``.json`` beside it) into a run
+    directory; the representative images are a seeded sample of Training, preprocessed as in training."""
+    from edge.preprocess import photometric
+
+    from .arch import count_macs
+
     rng = np.random.default_rng(seed)
-    rep = train_x[rng.choice(len(train_x), size=min(500, len(train_x)), replace=False)]
+    rep = photometric(train_x[rng.choice(len(train_x), size=min(500, len(train_x)), replace=False)], preprocess)
     export_int8(model, rep, out / "emotion_int8.tflite")
     export_float(model, out / "emotion_float.tflite")
     (out / "labels.txt").write_text("\n".join(LABELS) + "\n")
+    for name in ("emotion_int8", "emotion_float"):
+        write_contract(out / f"{name}.tflite", preprocess, model.name, count_macs(model))
+
+
+def write_contract(model_path: Path, preprocess: str, arch: str, macs: int) -> None:
+    """What the runtime needs to feed a model correctly, beside it as ``<name>.json``."""
+    meta = {"preprocess": preprocess, "labels": list(LABELS), "arch": arch, "macs": int(macs)}
+    model_path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
 def export_int8(model, rep_images: np.ndarray, path: Path) -> bytes:
@@ -245,9 +305,12 @@ class _Progress:
     """One line per epoch: losses, accuracies, time and ETA; state saved for --resume."""
 
     def __init__(self, keras, out: Path, origin: dict, history: dict, best: float, total_epochs: int,
-                 seed: int, keep_from: int = 0):
+                 seed: int, keep_from: int = 0, val_x: np.ndarray | None = None, val_major: np.ndarray | None = None):
         self.k, self.out, self.origin, self.history, self.best = keras, out, origin, history, best
         self.seed, self.keep_from = seed, keep_from
+        # With FER+ majorities the criterion, fixed before training, is the mean of the FER2013-label and
+        # the FER+-majority accuracy on PublicTest; otherwise the FER2013-label accuracy alone.
+        self.val_x, self.val_major = val_x, val_major
         self.total = total_epochs
         self.times: list[float] = []
 
@@ -278,6 +341,15 @@ class _Progress:
             self.history.setdefault(k, []).append(float(logs.get(k, float("nan"))))
         self.history.setdefault("epoch_seconds", []).append(dt)
         va = float(logs.get("val_accuracy", 0.0))
+        extra = ""
+        if self.val_major is not None:
+            keep = self.val_major >= 0
+            p = model.predict(self.val_x[keep], batch_size=512, verbose=0).argmax(1)
+            vf = float((p == self.val_major[keep]).mean())
+            self.history.setdefault("val_ferplus_accuracy", []).append(vf)
+            extra = f"  val_ferplus {vf:.4f}"
+            va = (va + vf) / 2
+        self.history.setdefault("criterion", []).append(va)
         mark = ""
         if va > self.best:
             self.best = va
@@ -291,7 +363,8 @@ class _Progress:
         _write_atomic(self.out / "state.json", lambda p: p.write_text(json.dumps(state, indent=1)))
         eta = (self.total - epoch - 1) * float(np.mean(self.times[-5:]))
         print(f"epoch {epoch + 1:3d}/{self.total}  loss {logs.get('loss', 0):.4f}  acc {logs.get('accuracy', 0):.4f}  "
-              f"val_loss {logs.get('val_loss', 0):.4f}  val_acc {va:.4f}  {dt:5.1f}s  "
+              f"val_loss {logs.get('val_loss', 0):.4f}  val_acc {logs.get('val_accuracy', 0):.4f}{extra}  "
+              f"criterion {va:.4f}  {dt:5.1f}s  "
               f"eta {eta / 60:5.1f} min{mark}", flush=True)
 
 
@@ -344,7 +417,10 @@ def train(args) -> Path:
                   f"(--threads {state['threads']} keeps it exact)", file=sys.stderr, flush=True)
         print(f"resuming after epoch {start} (best PublicTest {best:.4f})", flush=True)
     targets, teacher_nets = None, None
-    calib = tr.x[np.random.default_rng(args.seed).choice(len(tr.x), min(4096, len(tr.x)), replace=False)]
+    from edge.preprocess import photometric
+
+    calib = photometric(tr.x[np.random.default_rng(args.seed).choice(len(tr.x), min(4096, len(tr.x)), replace=False)],
+                        recipe.preprocess)
     if args.consistent:
         from .warmstart import keras_from_tflite
 
@@ -358,6 +434,9 @@ def train(args) -> Path:
         agree = float((targets.argmax(1) == tr.y).mean())
         print(f"teachers: {len(args.teacher)} models, alpha {args.alpha}; soft targets agree with the labels on "
               f"{agree:.1%} of Training ({time.monotonic() - t:.1f}s)", flush=True)
+    if recipe.ferplus:
+        base = label_targets(tr, recipe.ferplus)
+        targets = base if targets is None else (targets + base) / 2
     ds, steps = _train_dataset(tf, tr.x, tr.y, recipe, args.seed, start, targets, teacher_nets, args.alpha)
     if start:
         model = keras.models.load_model(out / "last.keras")
@@ -381,14 +460,17 @@ def train(args) -> Path:
 
     print(f"model {recipe.arch}: {model.count_params():,} params, {count_macs(model) / 1e6:.1f} M MACs/face; "
           f"recipe {asdict(recipe)}; {threads} TensorFlow threads", flush=True)
-    val = (va.x[..., None].astype(np.float32), np.eye(len(LABELS), dtype=np.float32)[va.y])
-    prog = _Progress(keras, out, {**origin, "threads": threads}, history, best, recipe.epochs, args.seed, args.keep_from)
+    val = (photometric(va.x, recipe.preprocess)[..., None].astype(np.float32),
+           np.eye(len(LABELS), dtype=np.float32)[va.y])
+    major = va.ferplus_majority() if recipe.ferplus else None
+    prog = _Progress(keras, out, {**origin, "threads": threads}, history, best, recipe.epochs, args.seed, args.keep_from,
+                     val[0], major)
     end = recipe.epochs if not args.stop_after else min(recipe.epochs, start + args.stop_after)
     if start < end:
         model.fit(ds, epochs=end, initial_epoch=start, steps_per_epoch=steps,
                   validation_data=val, validation_batch_size=512, verbose=0, callbacks=[prog.callback()])
 
-    export_run(float32_model(keras, recipe.arch, out / "best.keras"), tr.x, args.seed, out)
+    export_run(float32_model(keras, recipe.arch, out / "best.keras"), tr.x, args.seed, out, recipe.preprocess)
     print(f"exported {out / 'emotion_int8.tflite'} and {out / 'emotion_float.tflite'} "
           f"(best PublicTest {prog.best:.4f})", flush=True)
     return out
@@ -397,8 +479,8 @@ def train(args) -> Path:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m model.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="fer2013.csv[.gz] or an image folder with train/ and test/ "
-                                   "(default: ../shared/data/fer2013.csv.gz when present)")
+    p.add_argument("--data", help="fer2013plus.csv.gz, a Kaggle fer2013.csv[.gz] or an image folder with train/ "
+                                   "and test/ (default: ../shared/data/fer2013plus.csv.gz when present)")
     p.add_argument("--out", required=True, help="run directory (checkpoints, state.json, exported models)")
     p.add_argument("--recipe", choices=sorted(RECIPES), default="vgg_gap")
     p.add_argument("--epochs", type=int)

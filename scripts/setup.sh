@@ -11,8 +11,8 @@ WITH_TEST=0
 [ "${1:-}" = "--test" ] && WITH_TEST=1
 
 PY="${PYTHON:-python3}"
-"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || {
-    echo "setup: Python 3.10 or newer is needed (found $("$PY" -V 2>&1))" >&2; exit 1; }
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+    echo "setup: Python 3.11 or newer is needed (found $("$PY" -V 2>&1))" >&2; exit 1; }
 
 if [ "$WITH_TEST" = 1 ]; then
     missing=()

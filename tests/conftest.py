@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKES = Path(__file__).resolve().parent / "fakes"
-FER_CSV = ROOT.parent / "shared" / "data" / "fer2013.csv.gz"
+FER_CSV = ROOT.parent / "shared" / "data" / "fer2013plus.csv.gz"
 
 
 def free_port() -> int:
@@ -185,3 +185,16 @@ def fer_data(fer_csv):
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+@pytest.fixture
+def fake_picamera2(monkeypatch):
+    """The strict picamera2 fake importable in this process, fresh for each test."""
+    monkeypatch.syspath_prepend(str(FAKES))
+    for name in [m for m in sys.modules if m == "picamera2" or m.startswith("picamera2.")]:
+        monkeypatch.delitem(sys.modules, name)
+    import picamera2
+
+    yield picamera2
+    picamera2.Picamera2._open.clear()
+    sys.modules.pop("picamera2", None)

@@ -4,10 +4,12 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from base64 import b64encode
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -120,53 +122,170 @@ def test_fps_is_drawn_only_once_measured():
     assert not np.array_equal(draw_faces(np.zeros((480, 640, 3), np.uint8), faces, 12.5), blank)
 
 
-@pytest.mark.parametrize("setting, env, expected", [
-    ("auto", {}, "drm"), ("auto", {"DISPLAY": ":0"}, "qtgl"), ("auto", {"WAYLAND_DISPLAY": "wayland-0"}, "qtgl"),
-    ("drm", {"DISPLAY": ":0"}, "drm"), ("qtgl", {}, "qtgl"), ("none", {}, "none"),
+@pytest.mark.parametrize("setting, env, qt, expected", [
+    ("auto", {}, True, "drm"), ("auto", {"DISPLAY": ":0"}, True, "qtgl"),
+    ("auto", {"WAYLAND_DISPLAY": "wayland-0"}, True, "qtgl"),
+    ("auto", {"DISPLAY": ":0"}, False, "drm"),  # no PyQt5: picamera2's Qt thread would die and start() hang
+    ("drm", {"DISPLAY": ":0"}, True, "drm"), ("qtgl", {}, True, "qtgl"), ("qtgl", {}, False, "none"),
+    ("none", {}, True, "none"),
 ])
-def test_preview_choice(setting, env, expected):
-    assert choose_preview(setting, env) == expected
+def test_preview_choice(setting, env, qt, expected):
+    kind, why = choose_preview(setting, env, qt=qt)
+    assert kind == expected
+    if not qt and setting != "none":
+        assert "PyQt5" in why
 
 
-def fake_run(tmp_path, preview, n=8, **env):
+@pytest.fixture
+def pyqt5_stub(tmp_path):
+    """An importable PyQt5 (only its presence matters to the choice; the fake draws nothing)."""
+    d = tmp_path / "qtstub"
+    (d / "PyQt5").mkdir(parents=True)
+    (d / "PyQt5" / "__init__.py").write_text("")
+    return d
+
+
+def fake_run(tmp_path, preview, n=8, extra_path=None, config="", **env):
     log = tmp_path / f"fake-{preview}.log"
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[display]\npreview = "{preview}"\n')
+    cfg.write_text(f'[display]\npreview = "{preview}"\n{config}')
     from conftest import cli_env
 
     e = cli_env(FAKE_PICAMERA2_LOG=log, **env)
+    if extra_path:
+        e["PYTHONPATH"] = str(extra_path) + os.pathsep + e.get("PYTHONPATH", "")
     r = emotion_edge("run", "--config", str(cfg), "--source", "picamera2", "--max-frames", str(n), "--events", "none",
                      env=e, fake_picamera2=True)
     calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     return r, calls
 
 
-@pytest.mark.parametrize("preview, env, expected", [
-    ("auto", {}, "DRM"), ("auto", {"DISPLAY": ":0"}, "QTGL"), ("qtgl", {}, "QTGL"), ("drm", {}, "DRM"),
+@pytest.mark.parametrize("preview, env, qt, expected", [
+    ("auto", {}, False, "DRM"), ("auto", {"DISPLAY": ":0"}, True, "QTGL"), ("qtgl", {}, True, "QTGL"),
+    ("drm", {}, False, "DRM"), ("auto", {"DISPLAY": ":0"}, False, "DRM"),
 ])
-def test_fake_picamera2_preview_and_overlay_every_frame(tmp_path, preview, env, expected):
-    r, calls = fake_run(tmp_path, preview, **env)
+def test_fake_picamera2_preview_takes_our_main_stream(tmp_path, pyqt5_stub, preview, env, qt, expected):
+    """The strict fake refuses RGB888 in QtGL on its event-loop thread, as q_gl_picamera2.py does: the
+    main stream must be a format every preview takes, and the overlay goes on top of it."""
+    r, calls = fake_run(tmp_path, preview, n=20, extra_path=pyqt5_stub if qt else None, **env)
     assert r.returncode == 0, r.stderr
     names = [c["call"] for c in calls]
+    assert "event_loop_died" not in names and "qt_thread_died" not in names, calls
     assert [c["preview"] for c in calls if c["call"] == "start_preview"] == [expected]
     assert names.index("start_preview") < names.index("start")  # picamera2 wants the preview first
     overlays = [c for c in calls if c["call"] == "set_overlay"]
-    assert len(overlays) == 8
-    assert all(c["shape"] == [480, 640, 4] for c in overlays)
-    assert sum(c["opaque"] > 0 for c in overlays) >= 6  # the astronaut is boxed
+    assert overlays and all(c["shape"] == [480, 640, 4] for c in overlays)
+    assert any(c["opaque"] > 0 for c in overlays)  # the astronaut is boxed
+    if not qt and env.get("DISPLAY"):
+        assert "no PyQt5" in r.stderr
 
 
 def test_fake_picamera2_no_preview(tmp_path):
     r, calls = fake_run(tmp_path, "none")
     assert r.returncode == 0
-    assert not [c for c in calls if c["call"] in ("start_preview", "set_overlay")]
+    assert [c["preview"] for c in calls if c["call"] == "start_preview"] == ["NULL"]  # picamera2.start's own
+    assert not [c for c in calls if c["call"] == "set_overlay"]
 
 
-def test_display_taken_is_a_clear_message_not_a_crash(tmp_path):
-    r, calls = fake_run(tmp_path, "drm", FAKE_PICAMERA2_DRM_BUSY="1")
+def test_display_unusable_at_start_is_a_clear_message_not_a_crash(tmp_path):
+    """DrmPreview's constructor opens the card: a synchronous failure in start_preview."""
+    r, calls = fake_run(tmp_path, "drm", FAKE_PICAMERA2_DRM_BUSY="card")
     assert r.returncode == 0, r.stderr
     assert "preview DRM unavailable" in r.stderr and "holds the display" in r.stderr
     assert not [c for c in calls if c["call"] == "set_overlay"]
+
+
+def test_display_taken_on_the_event_loop_thread_falls_back_to_no_preview(tmp_path):
+    """render_drm reserves the plane at the first frame, on picamera2's thread: the thread dies and no
+    capture ever completes. The source notices by the capture timeout and goes on without a preview."""
+    r, calls = fake_run(tmp_path, "drm", n=10, config="[camera]\ncapture_timeout = 1.5\n", FAKE_PICAMERA2_DRM_BUSY="plane")
+    assert r.returncode == 0, r.stderr
+    names = [c["call"] for c in calls]
+    assert "event_loop_died" in names
+    assert "running without a preview" in r.stderr
+    assert names.count("init") == 2 and names.count("close") >= 1  # reopened, the first one released
+    assert not [c for c in calls if c["call"] == "set_overlay"]
+
+
+def drm_sysfs(root: Path, mode: str = "1920x1080") -> Path:
+    for name, status, modes in (("card1-HDMI-A-1", "connected", f"{mode}\n1280x720\n"),
+                                ("card1-HDMI-A-2", "disconnected", ""), ("card1-Writeback-1", "unknown", "")):
+        (root / name).mkdir(parents=True)
+        (root / name / "status").write_text(status + "\n")
+        (root / name / "modes").write_text(modes)
+    (root / "card1").mkdir()  # the card itself has no status
+    return root
+
+
+def test_display_size_from_the_connected_connector(tmp_path):
+    from edge.display import display_size
+
+    assert display_size(str(drm_sysfs(tmp_path / "drm"))) == (1920, 1080)
+    assert display_size(str(tmp_path / "nowhere")) is None
+
+
+def in_process_preview(fake_picamera2, monkeypatch, tmp_path, frames, preview="drm", mode="1920x1080"):
+    """A run through app.build with the fake camera, the DRM sysfs pointed at a made-up screen; returns the
+    fake camera's log and the preview sink."""
+    import edge.display
+    from edge.app import Outputs, build
+    from edge.config import Config
+
+    monkeypatch.setattr(edge.display, "DRM_SYSFS", str(drm_sysfs(tmp_path / "drm", mode)))
+    log = tmp_path / "fake.log"
+    monkeypatch.setenv("FAKE_PICAMERA2_LOG", str(log))
+    cfg = Config().replace("display", preview=preview)
+    pipe = build(cfg, "picamera2", Outputs())
+    pipe.source.start()
+    try:
+        pipe.run(frames)
+    finally:
+        pipe.source.stop()
+    sink = next(s for s in pipe.sinks if isinstance(s, edge.display.PreviewSink))
+    return [json.loads(x) for x in log.read_text().splitlines()], sink
+
+
+def test_preview_fills_the_attached_display(fake_picamera2, monkeypatch, tmp_path):
+    """picamera2's DRM preview is a 640x480 window at (0, 0) unless told otherwise (DrmPreview.__init__)."""
+    calls, sink = in_process_preview(fake_picamera2, monkeypatch, tmp_path, 5, mode="1920x1080")
+    assert [c["window"] for c in calls if c["call"] == "start_preview"] == [[0, 0, 1920, 1080]]
+
+
+def test_overlay_is_committed_only_when_it_changes_and_at_most_5_per_second(fake_picamera2, monkeypatch, tmp_path):
+    """Each DRM set_overlay allocates a framebuffer and commits synchronously (DrmPreview.set_overlay)."""
+    t = time.monotonic()
+    calls, sink = in_process_preview(fake_picamera2, monkeypatch, tmp_path, 90)
+    seconds = time.monotonic() - t
+    commits = [c for c in calls if c["call"] == "overlay_commit"]
+    assert 1 <= len(commits) == sink.overlays <= 1 + 5 * seconds
+    assert len(sink.overlay_ms) == sink.overlays and max(sink.overlay_ms) < 1000
+
+
+def test_unchanged_overlay_is_not_sent_again():
+    from edge.display import PreviewSink
+    from edge.config import DisplayConfig
+
+    class Cam:
+        def __init__(self):
+            self.sent = 0
+
+        def set_overlay(self, overlay):
+            self.sent += 1
+
+    class Source:
+        size, preview, picam2 = (640, 480), ("DRM", {}), Cam()
+
+    sink = PreviewSink(Source(), DisplayConfig(preview="drm"), max_hz=1000.0)
+    sink.active = True
+    same = event([face((100, 100, 150, 150))])
+    for _ in range(10):
+        sink.handle(same, None)
+        time.sleep(0.002)
+    assert Source.picam2.sent == 1
+    sink.handle(event([face((300, 100, 150, 150))]), None)  # moved: drawn again
+    time.sleep(0.002)
+    sink.handle(event([]), None)  # gone: the boxes are cleared
+    assert Source.picam2.sent == 3
 
 
 def http_run(tmp_path, extra=""):

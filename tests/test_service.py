@@ -88,11 +88,14 @@ def test_notify_ready_watchdog_status_stopping(notify, tmp_path):
     assert notify.count("STOPPING=1") == 1
 
 
-def test_stalled_camera_stops_watchdog_pings(notify, tmp_path):
-    """The fake Pi camera hangs after 30 frames, like a camera whose cable came loose."""
+def test_stalled_camera_stops_watchdog_pings_and_fails_the_run(notify, tmp_path):
+    """The fake Pi camera hangs after 30 frames, like a camera whose cable came loose: no more watchdog
+    pings, and after capture_timeout the run fails with a clear line (systemd then restarts it)."""
     log = tmp_path / "fake.log"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[camera]\ncapture_timeout = 3.0\n")
     env = service_env(notify, FAKE_PICAMERA2_FRAMES=30, FAKE_PICAMERA2_LOG=log)
-    p = spawn("run", "--source", "picamera2", "--events", "none", env=env, fake_picamera2=True)
+    p = spawn("run", "--config", str(cfg), "--source", "picamera2", "--events", "none", env=env, fake_picamera2=True)
     try:
         assert notify.wait_for("READY=1", 60), notify.messages
         deadline = time.monotonic() + 30
@@ -102,12 +105,39 @@ def test_stalled_camera_stops_watchdog_pings(notify, tmp_path):
         assert notify.count("WATCHDOG=1") >= 1
         notify.drain(0.5)  # a ping already in flight
         t_stall = time.monotonic()
-        notify.drain(3)
+        notify.drain(1.5)
         assert notify.count("WATCHDOG=1", since=t_stall) == 0, "a hung camera must silence the watchdog"
-        assert p.poll() is None
+        out, err = p.communicate(timeout=10)
     finally:
         p.kill()
         p.wait()
+    assert p.returncode == 1, err
+    assert "no frame for 3 s" in err
+
+
+def test_sigterm_with_a_hung_camera_ends_the_run_at_once(notify, tmp_path):
+    """capture_request() without a timeout would block the loop for ever: SIGTERM unseen until systemd's
+    TimeoutStopSec kills it. The capture waits in slices and sees the stop within 0.2 s."""
+    log = tmp_path / "fake.log"
+    env = service_env(notify, FAKE_PICAMERA2_FRAMES=10, FAKE_PICAMERA2_LOG=log)
+    p = spawn("run", "--source", "picamera2", "--events", "none", env=env, fake_picamera2=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (log.exists() and "stalled" in log.read_text()):
+            time.sleep(0.05)
+        assert "stalled" in log.read_text()
+        time.sleep(0.3)  # inside the blocked capture
+        t = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=10)
+        took = time.monotonic() - t
+    finally:
+        p.kill()
+        p.wait()
+    assert p.returncode == 0, err
+    assert took < 2.0, f"SIGTERM took {took:.1f} s"
+    notify.drain(0.3)
+    assert notify.count("STOPPING=1") == 1
 
 
 def test_journal_priorities_on_stderr(tmp_path):
@@ -183,7 +213,7 @@ def test_installer_dry_run(tmp_path, codename, arch, python, runtime):
     assert f"Raspberry Pi OS {codename}" in out and f"Python {python}" in out
     assert "apt-get install -y --no-install-recommends python3-venv python3-pip python3-picamera2 python3-systemd" in out
     assert "useradd --system" in out and "usermod -a -G video emotion-edge" in out
-    assert "venv --system-site-packages" in out and f" {runtime} " in out
+    assert "venv --system-site-packages" in out and re.search(rf"pip install .* {runtime}$", out, re.M), out
     assert f"write /etc/systemd/system/emotion-edge.service (mode 0644, sha256 {sha(UNIT)}" in out
     assert f"write /etc/emotion-edge/config.toml (mode 0644, sha256 {sha(ROOT / 'deploy' / 'config.toml')}" in out
     assert "systemctl enable emotion-edge.service" in out and "emotion-edge check" in out

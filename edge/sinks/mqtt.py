@@ -32,7 +32,8 @@ class MqttConfigError(ValueError):
 
 
 def read_password(cfg: MqttConfig) -> str | None:
-    """From ``password_file``, else systemd's ``LoadCredential=mqtt-password``; never from argv."""
+    """From ``password_file``, else systemd's ``LoadCredential=mqtt-password``; never from argv. An empty
+    file means no password (the installer creates one empty, for the user to fill in)."""
     path = None
     if cfg.password_file:
         path = Path(cfg.password_file)
@@ -43,7 +44,7 @@ def read_password(cfg: MqttConfig) -> str | None:
     if path is None:
         return None
     try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
+        return path.read_text(encoding="utf-8").rstrip("\r\n") or None
     except OSError as e:
         raise MqttConfigError(f"mqtt.password_file: cannot read {path}: {e.strerror or e}") from None
 
@@ -69,8 +70,9 @@ def make_client(cfg: MqttConfig, device: str, availability_topic: str | None = N
     return client
 
 
-def probe(cfg: MqttConfig, device: str, timeout: float = 5.0) -> tuple[bool, str]:
-    """Connect once and report; used by ``emotion-edge check``."""
+def probe(cfg: MqttConfig, device: str, timeout: float = 5.0, roundtrip: bool = False) -> tuple[bool, str]:
+    """Connect once and report; used by ``emotion-edge check``. With ``roundtrip``, also publish one
+    message to a topic of our own and time it back through the broker (the self-test)."""
     try:
         client = make_client(cfg, device + "-check")
     except MqttConfigError as e:
@@ -95,7 +97,19 @@ def probe(cfg: MqttConfig, device: str, timeout: float = 5.0) -> tuple[bool, str
         rc = result["rc"]
         if rc.is_failure:
             return False, f"{where}: refused: {rc}"
-        return True, f"{where}{' (TLS)' if cfg.tls else ''}, user {cfg.username or '-'}"
+        text = f"{where}{' (TLS)' if cfg.tls else ''}, user {cfg.username or '-'}"
+        if roundtrip:
+            back = threading.Event()
+            topic = f"{cfg.prefix}/{device}/selftest/{os.getpid()}"
+            client.on_message = lambda c, u, msg: back.set()
+            client.subscribe(topic, qos=1)
+            time.sleep(0.2)  # let the SUBACK arrive; the round trip is timed from the publish
+            t = time.monotonic()
+            client.publish(topic, b"ping", qos=1)
+            if not back.wait(timeout):
+                return False, f"{text}: published, but nothing came back within {timeout:.0f} s (ACL?)"
+            text += f", round trip {1000 * (time.monotonic() - t):.1f} ms"
+        return True, text
     finally:
         client.disconnect()
         client.loop_stop()

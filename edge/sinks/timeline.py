@@ -36,12 +36,14 @@ class TimelineSink(Sink):
         self.path, self.labels, self.fps, self.per_face = path, tuple(labels), fps, per_face
         self.records: list[tuple[int, int, int]] = []  # (seq, face id or 0, label index)
         self.frames = 0
+        self.padded = 0  # faces found only on the padded plane (photos that are all face)
         self.last_seq = 0
         self._full = False
 
     def handle(self, event, frame):
         self.frames += 1
         self.last_seq = event.seq
+        self.padded += sum(f.padded for f in event.faces)
         for f in event.faces:
             if len(self.records) >= MAX_RECORDS:
                 if not self._full:
@@ -53,6 +55,9 @@ class TimelineSink(Sink):
     def close(self):
         for line in summary_lines(self.records, self.labels, self.frames, self.fps, self.per_face):
             log.info("%s", line)
+        if self.padded:
+            log.info("summary: %d face%s filled the photo and %s found with a border added around it", self.padded,
+                     "" if self.padded == 1 else "s", "was" if self.padded == 1 else "were")
         if self.path:
             img = timeline_image(self.records, self.labels, max(self.last_seq, 1), self.fps, self.per_face)
             if not cv2.imwrite(str(self.path), img):

@@ -20,6 +20,25 @@ __all__ = ["Frame", "FrameSource", "SourceError", "open_source", "describe_auto"
 URL_RE = re.compile(r"^(rtsps?|rtmp|https?|udp|tcp|srt)://", re.I)
 
 
+V4L_SYSFS = "/sys/class/video4linux"
+
+
+def uvc_index(sysfs: str = V4L_SYSFS) -> int | None:
+    """The first USB (UVC) video device's number. On a Pi, /dev/video0.. are mostly the camera's own
+    unicam/ISP/codec nodes, which OpenCV cannot read: a webcam is recognised by its USB parent device.
+    A UVC camera makes two nodes (capture, metadata); the lower number is the capture one."""
+    found = []
+    try:
+        names = os.listdir(sysfs)
+    except OSError:
+        return None
+    for name in names:
+        m = re.fullmatch(r"video(\d+)", name)
+        if m and "/usb" in os.path.realpath(os.path.join(sysfs, name, "device")):
+            found.append(int(m.group(1)))
+    return min(found) if found else None
+
+
 def _webcam_present(index: int = 0) -> bool:
     return os.path.exists(f"/dev/video{index}") and _webcam_delivers(index)
 
@@ -40,7 +59,10 @@ def describe_auto() -> str:
 
     if pc.available():
         return "picamera2"
-    if _webcam_present(0):
+    usb = uvc_index()
+    if usb is not None and _webcam_present(usb):
+        return f"webcam:{usb}"
+    if usb is None and _webcam_present(0):
         return "webcam:0"
     return "demo"
 
@@ -54,7 +76,7 @@ def _index(spec: str, default: int = 0) -> int:
     return int(n)
 
 
-def open_source(spec: str, cam: CameraConfig, want_main: bool = False) -> FrameSource:
+def open_source(spec: str, cam: CameraConfig, want_main: bool = False, interrupt=None) -> FrameSource:
     spec = (spec or "auto").strip()
     low = spec.lower()
     if low == "auto":
@@ -68,7 +90,8 @@ def open_source(spec: str, cam: CameraConfig, want_main: bool = False) -> FrameS
         from .picamera2 import Picamera2Source
 
         return Picamera2Source(cam.width, cam.height, cam.lores_width, cam.lores_height, cam.fps, cam.luma_range,
-                               want_main=want_main, camera_num=_index(low))
+                               want_main=want_main, camera_num=_index(low), capture_timeout=cam.capture_timeout,
+                               interrupt=interrupt)
     if low.startswith("webcam"):
         from .opencv import LiveCaptureSource
 

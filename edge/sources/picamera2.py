@@ -6,7 +6,9 @@ for free: no colour conversion, no resize.
 """
 from __future__ import annotations
 
+import errno
 import logging
+import threading
 import time
 
 import numpy as np
@@ -16,18 +18,46 @@ from .base import Frame, FrameSource, SourceError
 log = logging.getLogger(__name__)
 
 MAX_CONSECUTIVE_BAD = 25
+# The main stream's format: 32-bit, because picamera2's QtGL preview refuses 24-bit formats
+# (previews/q_gl_picamera2.py, Buffer.FMT_MAP) and its DRM preview takes both. XRGB8888 is [B, G, R, 255] in
+# memory, so its first three channels are OpenCV's BGR without a conversion.
+MAIN_FORMAT = "XRGB8888"
+# How often a blocked capture looks at the stop event: SIGTERM is seen within this, whatever the camera does.
+POLL_S = 0.2
 
 
-def available() -> bool:
-    """True when picamera2 imports and sees at least one camera."""
+def is_pi_camera(info: dict) -> bool:
+    """A camera on the Pi's CSI connector, not a USB (UVC) webcam: libcamera lists both, and picamera2's
+    ``global_camera_info`` marks USB ones by "/usb" in their Id (and sorts them last)."""
+    return "/usb" not in str(info.get("Id", ""))
+
+
+def pi_cameras() -> list[dict]:
+    """The Raspberry Pi cameras picamera2 sees; empty when picamera2 is missing or broken."""
     try:
         from picamera2 import Picamera2
     except Exception:  # ImportError off a Pi; libcamera errors on a broken install
-        return False
+        return []
     try:
-        return len(Picamera2.global_camera_info()) > 0
+        return [c for c in Picamera2.global_camera_info() if is_pi_camera(c)]
     except Exception:
-        return False
+        return []
+
+
+def available() -> bool:
+    """True when picamera2 imports and sees at least one Raspberry Pi camera (USB webcams go the webcam way)."""
+    return bool(pi_cameras())
+
+
+def _is_busy(e: BaseException) -> bool:
+    """picamera2 wraps libcamera's "Failed to acquire camera: Device or resource busy" in a generic
+    "Camera __init__ sequence did not complete." (picamera2.py __init__): look down the chain."""
+    while e is not None:
+        text = str(e).lower()
+        if "busy" in text or getattr(e, "errno", None) == errno.EBUSY:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def limited_to_full_lut() -> np.ndarray:
@@ -49,8 +79,14 @@ class Picamera2Source(FrameSource):
     live = True
 
     def __init__(self, width=640, height=480, lores_width=320, lores_height=240, fps=30.0, luma_range="auto",
-                 want_main: bool = False, camera_num: int = 0):
+                 want_main: bool = False, camera_num: int = 0, capture_timeout: float = 5.0,
+                 interrupt: threading.Event | None = None):
         super().__init__()
+        self.capture_timeout = capture_timeout
+        # Set by the app to its stop event: a capture waiting for a frame gives up when it is set.
+        self.interrupt = interrupt or threading.Event()
+        self.preview = None  # (kind, kwargs) attached before start, or None
+        self.preview_failed: str | None = None
         self.size, self.lores = (width, height), (lores_width, lores_height)
         self.fps, self.luma_range, self.want_main, self.camera_num = fps, luma_range, want_main, camera_num
         self.description = f"Pi camera {camera_num} (main {width}x{height}, lores {lores_width}x{lores_height})"
@@ -65,8 +101,18 @@ class Picamera2Source(FrameSource):
                               "and create the venv with --system-site-packages") from None
         try:
             self.picam2 = Picamera2(self.camera_num)
+        except Exception as e:
+            if _is_busy(e):
+                raise SourceError(f"Pi camera {self.camera_num} is in use by another process (libcamera allows one "
+                                  "user per camera): is the emotion-edge service running? "
+                                  "`sudo systemctl stop emotion-edge` first") from None
+            raise SourceError(f"cannot open Pi camera {self.camera_num}: {e}") from None
+        self._configure()
+
+    def _configure(self) -> None:
+        try:
             config = self.picam2.create_preview_configuration(
-                main={"size": self.size, "format": "RGB888"},  # picamera2's RGB888 is B,G,R in memory: OpenCV order
+                main={"size": self.size, "format": MAIN_FORMAT},
                 lores={"size": self.lores, "format": "YUV420"},
                 controls={"FrameRate": float(self.fps)},
                 buffer_count=4,
@@ -89,15 +135,52 @@ class Picamera2Source(FrameSource):
         log.info("Pi camera: main %dx%d, lores %dx%d (stride %d), luma %s range", *self.size, *self.lores,
                  self.stride, "full" if full else "limited")
 
-    def attach_preview(self, preview) -> None:
-        """Called by the display before start: picamera2 wants start_preview before start."""
-        self.picam2.start_preview(preview)
+    def attach_preview(self, preview, **window) -> None:
+        """Called by the display before start: picamera2 wants start_preview before start. Errors the
+        preview raises here (DRM card not accessible, ...) reach the caller; those it raises later on its
+        own thread are caught by the first capture's timeout."""
+        self.picam2.start_preview(preview, **window)
+        self.preview = (preview, window)
 
     def run(self):
         try:
             self.picam2.start()
         except Exception as e:
             raise SourceError(f"cannot start the Pi camera: {e}") from None
+
+    def _capture(self, timeout: float):
+        """The next request, or None when the stop event was set; TimeoutError after ``timeout`` s.
+
+        One job is queued and waited on in slices (picamera2.py capture_request(wait=False) and
+        wait(job, timeout)), so a stop is seen within POLL_S and no second request is queued behind a
+        late one."""
+        job = self.picam2.capture_request(wait=False)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.picam2.wait(job, timeout=min(POLL_S, max(0.0, deadline - time.monotonic())))
+            except TimeoutError:
+                if self.interrupt.is_set():
+                    return None
+                if time.monotonic() >= deadline:
+                    raise
+
+    def _without_preview(self) -> None:
+        """The preview died on picamera2's thread (DRM planes taken by a desktop, a format it refuses):
+        its event loop is gone with it, so the camera is opened again with the invisible null preview."""
+        kind = getattr(self.preview[0], "name", str(self.preview[0]))
+        self.preview_failed = (f"no frame within {self.capture_timeout:g} s after the {kind} preview started: it "
+                               "failed on its own thread (is a desktop holding the display?); running without a "
+                               "preview; set [display] preview = \"none\" to skip it")
+        log.error("%s", self.preview_failed)
+        self.preview = None
+        old, self.picam2 = self.picam2, None
+        # Closing a camera whose event loop died may itself block: do it aside, bounded.
+        closer = threading.Thread(target=lambda: _quiet(old.close), name="picamera2-close", daemon=True)
+        closer.start()
+        closer.join(timeout=2.0)
+        self.start()
+        self.run()
 
     def read(self):
         if self.picam2 is None:
@@ -107,9 +190,18 @@ class Picamera2Source(FrameSource):
             self._started = True
         for _ in range(MAX_CONSECUTIVE_BAD):
             try:
-                request = self.picam2.capture_request()
+                request = self._capture(self.capture_timeout)
+                self._frames_seen = True
+            except TimeoutError:
+                if self.preview is not None and not self._frames_seen:
+                    self._without_preview()
+                    continue
+                raise SourceError(f"Pi camera: no frame for {self.capture_timeout:g} s (camera hung or "
+                                  "disconnected? check the ribbon cable and `rpicam-hello --list-cameras`)") from None
             except Exception as e:
                 raise SourceError(f"Pi camera stopped: {e}") from None
+            if request is None:
+                return None
             try:
                 return self._frame(request)
             except Exception:
@@ -139,6 +231,7 @@ class Picamera2Source(FrameSource):
                      main_size=self.size, meta={"sensor": meta})
 
     _started = False
+    _frames_seen = False
 
     def _close(self):
         if self.picam2 is not None:
@@ -155,3 +248,10 @@ class Picamera2Source(FrameSource):
             except Exception:
                 pass
         self._close()
+
+
+def _quiet(fn) -> None:
+    try:
+        fn()
+    except Exception:
+        pass

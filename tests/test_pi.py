@@ -1,0 +1,186 @@
+"""What a Raspberry Pi user meets on day one, held to the real picamera2's rules through the strict fake
+(tests/fakes/picamera2), and the packaging facts of Raspberry Pi OS Bookworm and Trixie."""
+from __future__ import annotations
+
+import os
+import subprocess
+import tomllib
+
+import pytest
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+
+from conftest import ROOT, cli_env, emotion_edge
+
+
+def test_second_user_of_a_camera_is_told_who_holds_it(fake_picamera2):
+    """libcamera gives a camera to one process (Camera::acquire); picamera2 wraps the EBUSY in
+    "Camera __init__ sequence did not complete." (picamera2.py __init__)."""
+    from edge.sources import SourceError
+    from edge.sources.picamera2 import Picamera2Source
+
+    first = Picamera2Source()
+    first.start()
+    try:
+        with pytest.raises(SourceError, match="in use by another process.*emotion-edge service"):
+            Picamera2Source().start()
+    finally:
+        first.stop()
+    again = Picamera2Source()  # released by stop()
+    again.start()
+    again.stop()
+
+
+def test_check_says_the_camera_is_busy_while_the_service_holds_it(fake_picamera2, tmp_path, monkeypatch):
+    """The installer used to restart the service, then run `check`: its camera line failed on a good
+    install. Across processes the fake locks the camera as libcamera does."""
+    monkeypatch.setenv("FAKE_PICAMERA2_LOCKDIR", str(tmp_path))
+    env = cli_env(FAKE_PICAMERA2_LOCKDIR=tmp_path)
+    holder = fake_picamera2.Picamera2(0)  # the running service
+    try:
+        r = emotion_edge("check", "--source", "picamera2", env=env, fake_picamera2=True)
+    finally:
+        holder.close()
+    line = next(ln for ln in r.stdout.splitlines() if " camera " in ln)
+    assert line.startswith("FAIL") and "in use by another process" in line, r.stdout
+    r = emotion_edge("check", "--source", "picamera2", env=env, fake_picamera2=True)
+    assert next(ln for ln in r.stdout.splitlines() if " camera " in ln).startswith("ok"), r.stdout
+
+
+def test_installer_checks_before_it_starts_the_service(tmp_path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "os-release").write_text("VERSION_CODENAME=bookworm\n")
+    r = subprocess.run(["bash", str(ROOT / "deploy" / "install.sh"), "--dry-run", "--arch", "arm64"],
+                       capture_output=True, text=True, env=dict(os.environ, EMOTION_EDGE_ROOT=str(tmp_path)), timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    stop, check, start = (out.index("systemctl stop emotion-edge.service"), out.index("emotion-edge check --config"),
+                          out.index("systemctl restart emotion-edge.service"))
+    assert stop < check < start
+
+
+def test_empty_credential_means_no_password(tmp_path, monkeypatch):
+    """The installer creates /etc/emotion-edge/mqtt-password empty for LoadCredential=; with no username
+    that used to stop the service: "a password needs mqtt.username"."""
+    from edge.config import MqttConfig
+    from edge.sinks.mqtt import make_client, read_password
+
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "mqtt-password").write_text("")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    cfg = MqttConfig(enabled=True, host="127.0.0.1")
+    assert read_password(cfg) is None
+    make_client(cfg, "pi")  # no MqttConfigError
+    (creds / "mqtt-password").write_text("secret\n")
+    with pytest.raises(ValueError, match="needs mqtt.username"):
+        make_client(cfg, "pi")
+
+
+def test_empty_credential_run_connects(broker, tmp_path):
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "mqtt-password").write_text("")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {broker.port}\n')
+    r = emotion_edge("run", "--config", str(cfg), "--source", "demo:5", "--events", "none",
+                     env=cli_env(CREDENTIALS_DIRECTORY=creds))
+    assert r.returncode == 0, r.stderr
+
+
+def test_usb_webcam_is_not_taken_for_a_pi_camera(fake_picamera2, monkeypatch):
+    """picamera2's global_camera_info lists UVC webcams too (Ids with "/usb", sorted last): a lores YUV420
+    stream on one fails validation, so `auto` must send it the webcam way."""
+    from edge.sources import describe_auto
+    from edge.sources import picamera2 as pc
+
+    monkeypatch.setenv("FAKE_PICAMERA2_CAMERAS", "0")
+    monkeypatch.setenv("FAKE_PICAMERA2_UVC", "1")
+    assert len(fake_picamera2.Picamera2.global_camera_info()) == 1
+    assert not pc.available() and pc.pi_cameras() == []
+    assert describe_auto() != "picamera2"
+    monkeypatch.setenv("FAKE_PICAMERA2_CAMERAS", "1")
+    assert pc.available() and [c["Model"] for c in pc.pi_cameras()] == ["imx708"]
+    assert describe_auto() == "picamera2"
+
+
+def test_uvc_index_is_the_usb_video_device(tmp_path):
+    """On a Pi /dev/video0.. are the camera's own unicam/ISP/codec nodes: the webcam is the USB one."""
+    from edge.sources import uvc_index
+
+    devices = tmp_path / "devices"
+    v4l = tmp_path / "v4l"
+    v4l.mkdir()
+    for n, parent in ((0, "platform/fe801000.csi/unicam"), (10, "platform/bcm2835-codec"),
+                      (3, "platform/scb/fd500000.pcie/pci0000:00/0000:01:00.0/usb1/1-1/1-1.3/1-1.3:1.0"),
+                      (4, "platform/scb/fd500000.pcie/pci0000:00/0000:01:00.0/usb1/1-1/1-1.3/1-1.3:1.0")):
+        target = devices / parent
+        target.mkdir(parents=True, exist_ok=True)
+        (v4l / f"video{n}").mkdir()
+        (v4l / f"video{n}" / "device").symlink_to(target)
+    assert uvc_index(str(v4l)) == 3
+    assert uvc_index(str(tmp_path / "none")) is None
+
+
+def test_python_floor_is_what_the_code_imports():
+    """edge/config.py imports tomllib, new in Python 3.11."""
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert meta["requires-python"] == ">=3.11"
+    assert "3, 11" in (ROOT / "scripts" / "setup.sh").read_text()
+
+
+def _deps_for(python: str, machine: str) -> dict[str, str]:
+    """The runtime requirements pip would take on a platform: name -> specifier."""
+    env = {"python_version": python, "python_full_version": python + ".0", "platform_machine": machine,
+           "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
+           "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
+    out = {}
+    for line in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+        req = Requirement(line)
+        if req.marker is None or Marker(str(req.marker)).evaluate(env):
+            assert req.name not in out, f"two requirements for {req.name} on {python}/{machine}"
+            out[req.name] = str(req.specifier)
+    return out
+
+
+@pytest.mark.parametrize("release, python, machine, numpy_cap, opencv_cap", [
+    ("bookworm 64-bit", "3.11", "aarch64", "<2", "<=4.11.0.86"),
+    ("bookworm 32-bit", "3.11", "armv7l", "<2", "<=4.11.0.86"),
+    ("trixie 64-bit", "3.13", "aarch64", None, "<5"),
+    ("x86 developer", "3.11", "x86_64", None, "<5"),
+])
+def test_pins_follow_the_os_release_not_the_cpu(release, python, machine, numpy_cap, opencv_cap):
+    """Trixie ships numpy 2 and PyPI has no numpy 1.x wheel for Python 3.13: a numpy<2 pin there builds
+    numpy from source and mismatches apt's picamera2."""
+    deps = _deps_for(python, machine)
+    assert (numpy_cap in deps["numpy"]) if numpy_cap else ("<2" not in deps["numpy"]), (release, deps)
+    assert opencv_cap in deps["opencv-python-headless"], (release, deps)
+
+
+def test_installer_keeps_the_system_numpy():
+    text = (ROOT / "deploy" / "install.sh").read_text()
+    assert '"numpy<2"' not in text
+    assert "numpy==$np_version" in text and "--constraint" in text
+
+
+def test_selftest_report_on_the_demo_clip():
+    r = emotion_edge("check", "--full", "--source", "demo", "--frames", "20")
+    assert r.returncode == 0, r.stdout + r.stderr
+    names = [ln[5:14].strip() for ln in r.stdout.splitlines() if ln[:4].strip() in ("ok", "info", "warn", "FAIL")]
+    assert names == ["board", "cpu", "python", "camera", "frames", "preview", "mqtt", "service", "thermal"], r.stdout
+    assert "20 frames in" in r.stdout and "CPU-ms/frame" in r.stdout and "faces per frame 1.00" in r.stdout
+    assert r.stdout.splitlines()[-1].startswith("selftest: 1 ok, 0 warn, 0 fail")
+
+
+def test_selftest_on_the_pi_camera_with_preview_and_broker(broker, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {broker.port}\n[display]\npreview = "drm"\n')
+    r = emotion_edge("check", "--full", "--source", "picamera2", "--config", str(cfg), "--frames", "30",
+                     fake_picamera2=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert "imx708" in out and "sensor modes 1536x864@120" in out
+    assert "main XRGB8888 640x480 stride 2560, lores YUV420 320x240 stride 384, luma full" in out
+    assert "ok   preview   DRM" in out and "overlay commits" in out
+    assert "round trip" in out
+    assert out.splitlines()[-1] == "selftest: 3 ok, 0 warn, 0 fail"
