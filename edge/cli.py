@@ -126,6 +126,9 @@ def cmd_run(args) -> int:
             announcer.join(timeout=5)  # a daemon thread dies with the process: let STOPPING=1 out first
     snap = pipe.stats.snapshot()
     summary = f"{result.frames} frames, {snap['bad_frames']} bad, {snap['fps']:.1f} fps at the end"
+    if result.reason == "output-error":
+        log.error("%s", result.error)
+        return EXIT_FAILURE
     if result.reason == "source-error":
         log.error("source failed after %s: %s", summary, result.error)
         return EXIT_FAILURE
@@ -136,7 +139,7 @@ def cmd_run(args) -> int:
         log.error("%s gave no usable frames", source.description)
         return EXIT_FAILURE
     log.info("done (%s): %s", result.reason, summary)
-    if pipe._failed_sinks:
+    if pipe.failed_outputs():
         return EXIT_FAILURE
     return EXIT_OK
 

@@ -6,6 +6,7 @@ so a typo in ``/etc/emotion-edge/config.toml`` fails at start, not silently.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import socket
@@ -19,53 +20,61 @@ class ConfigError(ValueError):
     pass
 
 
+def num(default, lo, hi):
+    """A numeric setting with its allowed range (inclusive), checked on load; NaN and infinities never pass."""
+    return field(default=default, metadata={"range": (lo, hi)})
+
+
 @dataclass(frozen=True)
 class CameraConfig:
     # "auto": Pi camera, else webcam 0, else the built-in demo clip.
     source: str = "auto"
-    width: int = 640
-    height: int = 480
+    width: int = num(640, 16, 4608)
+    height: int = num(480, 16, 3456)
     # The detector's grayscale plane (picamera2 lores stream; OpenCV sources downscale to it).
-    lores_width: int = 320
-    lores_height: int = 240
-    fps: float = 30.0
+    lores_width: int = num(320, 16, 1920)
+    lores_height: int = num(240, 16, 1080)
+    fps: float = num(30.0, 0.1, 240.0)
     # Lores luma range: "auto" asks picamera2 for the stream's colour space; "limited" expands 16..235 to 0..255.
     luma_range: str = "auto"
     # Files are detected on larger planes than live cameras: they have no frame budget and their
     # faces may be small (a person across the room in a 1080p clip).
-    still_max_width: int = 2048
-    video_max_width: int = 640
+    still_max_width: int = num(2048, 64, 16384)
+    video_max_width: int = num(640, 64, 8192)
     # Restart a video file at its end instead of ending the run.
     loop: bool = False
     # Seconds without a frame from a live camera before it counts as hung (the run then fails, and systemd
     # restarts it); a stop is seen within 0.2 s whatever the camera does.
-    capture_timeout: float = 5.0
+    capture_timeout: float = num(5.0, 0.5, 120.0)
+    # Images larger than this many pixels are refused from their header, before decoding (a 20000 x 20000
+    # PNG of a few hundred KB would take gigabytes); 64 MP covers phone photos.
+    max_pixels: int = num(64_000_000, 10_000, 1_000_000_000)
 
 
 @dataclass(frozen=True)
 class DetectorConfig:
     cascade: str = ""  # empty: OpenCV's haarcascade_frontalface_default.xml
-    scale_factor: float = 1.2
-    min_neighbors: int = 5
-    min_size: int = 40  # pixels on the detection plane
+    scale_factor: float = num(1.2, 1.01, 2.0)
+    min_neighbors: int = num(5, 0, 50)
+    min_size: int = num(40, 8, 4096)  # pixels on the detection plane
     # Boxes narrower than this fraction of the plane must also be found by a second cascade (frontalface_alt):
     # the large planes of photos multiply small false faces in texture; 0 turns the check off (do so with a
     # non-frontal `cascade`: the second one is frontal).
-    confirm_below: float = 0.1
+    confirm_below: float = num(0.1, 0.0, 1.0)
     # Also search the plane turned by -tilt and +tilt degrees, for heads leaning up to about 30 degrees
     # (upright search alone finds about 12); 0: upright only. Photos and video files only unless tilt_live,
     # since each angle costs one more search per frame.
-    tilt: float = 20.0
+    tilt: float = num(20.0, 0.0, 45.0)
     tilt_live: bool = False
-    every: int = 1  # run Haar on every k-th frame; boxes are carried by the tracker in between
+    every: int = num(1, 1, 100)  # run Haar on every k-th frame; boxes are carried by the tracker in between
 
 
 @dataclass(frozen=True)
 class ClassifierConfig:
     model: str = ""  # empty: the shipped model/emotion_int8.tflite
     labels: str = ""  # empty: the labels file beside the model
-    threads: int = 1
-    margin: float = 0.0  # crop margin around the Haar box, fraction of its size per side (see model card)
+    threads: int = num(1, 1, 64)
+    margin: float = num(0.0, -0.2, 1.0)  # crop margin around the Haar box, fraction of its size per side (see model card)
     # Also classify the mirrored face and average (one batched call): photos and video files, where the
     # classifier's cost hardly counts, and live sources only with flip_live.
     flip: bool = True
@@ -77,16 +86,16 @@ class ClassifierConfig:
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    iou: float = 0.3
-    smoothing: float = 0.5  # weight of the newest scores in the exponential moving average
-    max_missed: int = 5  # frames a face may go undetected before its id is dropped
+    iou: float = num(0.3, 0.01, 0.99)
+    smoothing: float = num(0.5, 0.01, 1.0)  # weight of the newest scores in the exponential moving average
+    max_missed: int = num(5, 1, 1000)  # frames a face may go undetected before its id is dropped
 
 
 @dataclass(frozen=True)
 class MqttConfig:
     enabled: bool = False
     host: str = "localhost"
-    port: int = 1883
+    port: int = num(1883, 1, 65535)
     prefix: str = "emotion-edge"
     client_id: str = ""
     username: str = ""
@@ -96,17 +105,17 @@ class MqttConfig:
     cert_file: str = ""
     key_file: str = ""
     tls_insecure: bool = False
-    keepalive: int = 30
-    qos_events: int = 0
-    qos_state: int = 1
+    keepalive: int = num(30, 5, 65535)  # seconds; paho's limit
+    qos_events: int = num(0, 0, 2)
+    qos_state: int = num(1, 0, 2)
     rate: str = "all"  # "all" | "change" | "max"
-    max_rate: float = 5.0  # events per second when rate = "max"
-    queue_size: int = 100
-    stats_interval: float = 30.0
+    max_rate: float = num(5.0, 0.01, 1000.0)  # events per second when rate = "max"
+    queue_size: int = num(100, 1, 100_000)
+    stats_interval: float = num(30.0, 1.0, 86400.0)
     discovery: bool = True
     discovery_prefix: str = "homeassistant"
     snapshot: bool = False  # publish a JPEG of the annotated frame; off: no image leaves the device
-    snapshot_interval: float = 10.0
+    snapshot_interval: float = num(10.0, 0.1, 86400.0)
 
 
 @dataclass(frozen=True)
@@ -115,13 +124,13 @@ class DisplayConfig:
     scores: bool = True  # small score bars under each label
     http: str = ""  # e.g. "127.0.0.1:8080"; empty: no HTTP view
     http_password_file: str = ""
-    http_max_fps: float = 10.0
+    http_max_fps: float = num(10.0, 0.1, 60.0)
 
 
 @dataclass(frozen=True)
 class ServiceConfig:
     device: str = ""  # empty: the host name, sanitised for MQTT topics
-    status_interval: float = 5.0
+    status_interval: float = num(5.0, 0.1, 3600.0)
     log_level: str = "info"
 
 
@@ -150,13 +159,6 @@ _CHOICES = {
     ("display", "preview"): ("auto", "drm", "qtgl", "none"),
     ("service", "log_level"): ("debug", "info", "warning", "error"),
 }
-_POSITIVE = {
-    ("camera", "width"), ("camera", "height"), ("camera", "lores_width"), ("camera", "lores_height"),
-    ("camera", "fps"), ("camera", "capture_timeout"), ("camera", "still_max_width"), ("camera", "video_max_width"), ("detector", "min_size"), ("detector", "every"),
-    ("classifier", "threads"), ("mqtt", "port"), ("mqtt", "keepalive"), ("mqtt", "queue_size"),
-    ("mqtt", "max_rate"), ("mqtt", "stats_interval"), ("mqtt", "snapshot_interval"), ("display", "http_max_fps"),
-    ("service", "status_interval"), ("tracker", "max_missed"),
-}
 
 
 def sanitise_topic(name: str) -> str:
@@ -177,7 +179,8 @@ def _section(name: str, cls, raw) -> object:
     if not isinstance(raw, dict):
         raise ConfigError(f"[{name}]: expected a table, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    known = set(fields)
     values = {}
     for key, value in raw.items():
         where = f"{name}.{key}"
@@ -187,8 +190,9 @@ def _section(name: str, cls, raw) -> object:
         choices = _CHOICES.get((name, key))
         if choices and value not in choices:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}")
-        if (name, key) in _POSITIVE and value <= 0:
-            raise ConfigError(f"{where}: must be positive, got {value!r}")
+        lo_hi = fields[key].metadata.get("range")
+        if lo_hi and not (math.isfinite(value) and lo_hi[0] <= value <= lo_hi[1]):
+            raise ConfigError(f"{where}: must be within {lo_hi[0]}..{lo_hi[1]}, got {value!r}")
         values[key] = value
     obj = cls(**values)
     _validate(name, obj)
@@ -196,24 +200,10 @@ def _section(name: str, cls, raw) -> object:
 
 
 def _validate(name: str, obj) -> None:
-    if name == "detector" and obj.scale_factor <= 1.0:
-        raise ConfigError("detector.scale_factor: must be greater than 1.0")
-    if name == "detector" and not 0.0 <= obj.confirm_below <= 1.0:
-        raise ConfigError("detector.confirm_below: must be within 0..1")
-    if name == "detector" and not 0.0 <= obj.tilt <= 45.0:
-        raise ConfigError("detector.tilt: must be within 0..45 degrees")
-    if name == "detector" and obj.min_neighbors < 0:
-        raise ConfigError("detector.min_neighbors: must be 0 or more")
-    if name == "classifier" and not -0.2 <= obj.margin <= 1.0:
-        raise ConfigError("classifier.margin: must be within -0.2..1.0")
-    if name == "tracker" and not 0.0 < obj.smoothing <= 1.0:
-        raise ConfigError("tracker.smoothing: must be within (0, 1]")
-    if name == "tracker" and not 0.0 < obj.iou < 1.0:
-        raise ConfigError("tracker.iou: must be within (0, 1)")
+    """Rules that span fields; single fields carry their own range or choices."""
+    if name == "camera" and (obj.lores_width > obj.width or obj.lores_height > obj.height):
+        raise ConfigError("camera.lores_width: the lores stream cannot be larger than the main stream")
     if name == "mqtt":
-        for k in ("qos_events", "qos_state"):
-            if getattr(obj, k) not in (0, 1, 2):
-                raise ConfigError(f"mqtt.{k}: must be 0, 1 or 2")
         if (obj.cert_file == "") != (obj.key_file == ""):
             raise ConfigError("mqtt.cert_file: cert_file and key_file go together")
     if name == "display" and obj.http:

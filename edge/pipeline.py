@@ -43,7 +43,7 @@ class Stats:
 @dataclass
 class RunResult:
     frames: int
-    reason: str  # "ended" | "stopped" | "max-frames" | "source-error"
+    reason: str  # "ended" | "stopped" | "max-frames" | "source-error" | "output-error"
     error: str | None = None
 
 
@@ -146,9 +146,31 @@ class Pipeline:
                 self._failed_sinks.add(sink)
         return (time.perf_counter() - t0) * 1000
 
-    def run(self, max_frames: int | None = None) -> RunResult:
+    def failed_outputs(self) -> list[str]:
+        """Names of the outputs that failed during the run (each was disabled and logged once)."""
+        return [s.name for s in self._failed_sinks]
+
+    def _start_sinks(self) -> str | None:
+        """Start every output; on the first failure close those already started (MQTT says "offline") and
+        return the one-line reason."""
+        started = []
         for sink in self.sinks:
-            sink.start()
+            try:
+                sink.start()
+            except Exception as e:
+                for s in reversed(started):
+                    try:
+                        s.close()
+                    except Exception as e2:
+                        log.error("closing %s output: %s", s.name, e2)
+                return f"{sink.name} output: {e}"
+            started.append(sink)
+        return None
+
+    def run(self, max_frames: int | None = None) -> RunResult:
+        error = self._start_sinks()
+        if error:
+            return RunResult(0, "output-error", error)
         processed = 0
         try:
             while not self.stop.is_set():

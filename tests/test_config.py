@@ -1,10 +1,15 @@
 import dataclasses
+import math
 import tomllib
+import typing
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import ROOT, emotion_edge
 from edge import config
+from edge.config import Config, ConfigError, from_dict
 
 
 def test_shipped_config_is_the_documented_defaults():
@@ -25,11 +30,11 @@ def test_shipped_config_documents_every_key():
     ("[mqtt]\nenabled = \"yes\"\n", "mqtt.enabled: expected bool"),
     ("[mqtt]\nrate = \"sometimes\"\n", "mqtt.rate: 'sometimes' is not one of"),
     ("[cameras]\nwidth = 2\n", "[cameras]: unknown section"),
-    ("[detector]\nscale_factor = 1.0\n", "detector.scale_factor: must be greater than 1.0"),
-    ("[detector]\nconfirm_below = 1.5\n", "detector.confirm_below: must be within 0..1"),
-    ("[detector]\ntilt = 60\n", "detector.tilt: must be within 0..45 degrees"),
+    ("[detector]\nscale_factor = 1.0\n", "detector.scale_factor: must be within 1.01..2.0, got 1.0"),
+    ("[detector]\nconfirm_below = 1.5\n", "detector.confirm_below: must be within 0.0..1.0, got 1.5"),
+    ("[detector]\ntilt = 60\n", "detector.tilt: must be within 0.0..45.0, got 60"),
     ("[display]\nhttp = \"8080\"\n", "display.http: expected HOST:PORT"),
-    ("[classifier]\nthreads = 0\n", "classifier.threads: must be positive"),
+    ("[classifier]\nthreads = 0\n", "classifier.threads: must be within 1..64, got 0"),
     ("[detector\n", "invalid TOML"),
 ])
 def test_bad_config_names_the_key(tmp_path, text, message):
@@ -61,3 +66,58 @@ def test_config_command_prints_loadable_toml(tmp_path):
     p = tmp_path / "out.toml"
     p.write_text(r.stdout)
     assert config.load(p) == config.Config()
+
+
+# --- hostile values: every number finite and in its range, whatever a config file says ----------------------
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+_hints = typing.get_type_hints(Config)
+KEYS = {name: [f.name for f in dataclasses.fields(_hints[name])] for name in SECTIONS}
+
+values = st.one_of(
+    st.integers(min_value=-(2**63), max_value=2**63 - 1), st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(), st.text(max_size=20), st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5),
+                                                                                             st.integers(), max_size=2))
+section = st.sampled_from(sorted(SECTIONS)).flatmap(
+    lambda name: st.tuples(st.just(name), st.dictionaries(st.sampled_from(KEYS[name] + ["bogus"]), values, max_size=4)))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(section, max_size=4))
+def test_random_documents_are_refused_by_name_or_loaded_in_range(doc):
+    raw = {}
+    for name, keys in doc:
+        raw.setdefault(name, {}).update(keys)
+    try:
+        cfg = from_dict(raw)
+    except ConfigError as e:
+        text = str(e)
+        assert "\n" not in text and any(text.startswith(f"{s}.") or text.startswith(f"[{s}]") for s in SECTIONS), text
+        return
+    for name in SECTIONS:
+        sec = getattr(cfg, name)
+        for f in dataclasses.fields(sec):
+            v = getattr(sec, f.name)
+            if "range" in f.metadata:
+                lo, hi = f.metadata["range"]
+                assert math.isfinite(v) and lo <= v <= hi, (name, f.name, v)
+
+
+@pytest.mark.parametrize("text, key", [
+    ("[detector]\nscale_factor = inf\n", "detector.scale_factor"),
+    ("[detector]\nscale_factor = nan\n", "detector.scale_factor"),
+    ("[mqtt]\nstats_interval = inf\n", "mqtt.stats_interval"),
+    ("[camera]\nfps = nan\n", "camera.fps"),
+    ("[display]\nhttp_max_fps = inf\n", "display.http_max_fps"),
+    ("[camera]\nwidth = 9223372036854775807\n", "camera.width"),
+    ("[classifier]\nthreads = 100000\n", "classifier.threads"),
+    ("[mqtt]\nport = 99999\n", "mqtt.port"),
+    ("[mqtt]\nkeepalive = 100000\n", "mqtt.keepalive"),
+])
+def test_hostile_numbers_exit_2_with_one_line(tmp_path, text, key):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    r = emotion_edge("run", "--config", str(cfg), "--source", "demo:2", timeout=30)
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and key in lines[0] and "must be within" in lines[0], r.stderr

@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from base64 import b64encode
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -413,3 +414,110 @@ def test_http_view_in_headless_chromium(tmp_path):
     docs = ROOT / "docs"
     if os.environ.get("EMOTION_EDGE_UPDATE_DOCS"):
         shutil.copy(shot, docs / "http_view.png")
+
+
+def test_http_view_survives_idle_connections_and_stays_quiet(caplog):
+    """More idle connections than the limit: the oldest idle ones are dropped, a normal client is served,
+    no traceback for clients that vanish, no Python version in Server:, nosniff on every answer."""
+    import socket
+
+    from edge.config import DisplayConfig
+    from edge.sinks import http_view
+
+    sink = http_view.HttpViewSink(DisplayConfig(http=f"127.0.0.1:{free_port()}"))
+    sink.start()
+    idle = []
+    try:
+        sink.handle(event([face((10, 10, 50, 50))]), None)
+        for _ in range(3 * http_view.MAX_CONNECTIONS):
+            idle.append(socket.create_connection((sink.host, sink.port), timeout=5))
+        deadline = time.monotonic() + 10
+        while sink.server.dropped_idle < 2 * http_view.MAX_CONNECTIONS and time.monotonic() < deadline:
+            time.sleep(0.05)
+        r = urllib.request.urlopen(f"http://{sink.host}:{sink.port}/event", timeout=5)
+        assert r.status == 200 and json.loads(r.read())["faces"]
+        assert r.headers["Server"].strip() == "emotion-edge" and r.headers["X-Content-Type-Options"] == "nosniff"
+        assert sink.server.dropped_idle >= 2 * http_view.MAX_CONNECTIONS
+        assert len(sink.server.conns) <= http_view.MAX_CONNECTIONS
+        closed = 0
+        for s in idle[:http_view.MAX_CONNECTIONS]:  # the oldest: closed by the server (EOF), not left hanging
+            s.settimeout(2)
+            try:
+                closed += s.recv(1) == b""
+            except OSError:
+                closed += 1
+        assert closed == http_view.MAX_CONNECTIONS
+        # A viewer that hangs up in the middle of the stream: no traceback.
+        s = socket.create_connection((sink.host, sink.port), timeout=5)
+        s.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.recv(100)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.close()
+        for _ in range(5):
+            sink.handle(event([face((10, 10, 50, 50))]), SimpleNamespace(main=np.zeros((480, 640, 3), np.uint8)))
+            time.sleep(0.1)
+    finally:
+        for s in idle:
+            s.close()
+        sink.close()
+    assert "Traceback" not in caplog.text
+
+
+def test_http_auth_scheme_is_case_insensitive_and_failures_are_logged_once(tmp_path, caplog):
+    from edge.config import DisplayConfig
+    from edge.sinks.http_view import HttpViewSink
+
+    pw = tmp_path / "pw"
+    pw.write_text("letmein\n")
+    sink = HttpViewSink(DisplayConfig(http=f"127.0.0.1:{free_port()}", http_password_file=str(pw)))
+    sink.start()
+    url = f"http://{sink.host}:{sink.port}/"
+    try:
+        token = b64encode(b"viewer:letmein").decode()
+        for scheme in ("Basic", "basic", "BASIC"):
+            r = urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"{scheme} {token}"}),
+                                       timeout=5)
+            assert r.status == 200
+        caplog.set_level("WARNING")
+        for _ in range(20):
+            with pytest.raises(urllib.error.HTTPError):
+                urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": "Basic eDp5"}), timeout=5)
+    finally:
+        sink.close()
+    failed = [r for r in caplog.records if "failed login" in r.getMessage()]
+    assert len(failed) == 1 and "1 failed login" in failed[0].getMessage()
+
+
+@pytest.mark.parametrize("http, message", [
+    ("127.0.0.1:{busy}", "cannot listen on 127.0.0.1:{busy}"),
+    ("no-such-host.invalid:8080", "cannot listen on no-such-host.invalid:8080"),
+])
+def test_output_that_cannot_start_is_one_line_and_mqtt_says_offline(broker, tmp_path, http, message):
+    import socket
+
+    import paho.mqtt.client as mqtt
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    busy = holder.getsockname()[1]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {broker.port}\n'
+                   f'[service]\ndevice = "t"\n[display]\nhttp = "{http.format(busy=busy)}"\n')
+    try:
+        r = emotion_edge("run", "--config", str(cfg), "--source", "demo:3", "--events", "none", timeout=60)
+    finally:
+        holder.close()
+    assert r.returncode == 1
+    assert message.format(busy=busy) in r.stderr and "Traceback" not in r.stderr, r.stderr
+    got = []
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    c.on_message = lambda c_, u, m: got.append(m.payload.decode())
+    c.connect("127.0.0.1", broker.port)
+    c.subscribe("emotion-edge/t/availability")
+    c.loop_start()
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.05)
+    c.loop_stop()
+    assert got in ([], ["offline"])  # never "online" left behind

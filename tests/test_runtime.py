@@ -489,3 +489,39 @@ def test_exif_rotated_phone_photo_is_upright(tmp_path, astronaut_bgr):
     r = emotion_edge("run", "--source", str(path))
     (ev,) = events_of(r.stdout)
     assert ev["frame"] == {"w": 512, "h": 512} and len(ev["faces"]) == 1
+
+
+def test_huge_images_are_refused_from_their_header(tmp_path):
+    """A 20000 x 20000 PNG is a few hundred KB on disk and 1.2 GB decoded: refused before decoding, a clear
+    line alone, counted bad and skipped in a folder."""
+    import struct
+    import zlib
+
+    from skimage import data
+
+    from edge.sources.images import header_size
+
+    def png(path, w, h):
+        raw = zlib.compress(b"".join(b"\x00" + bytes(w) for _ in range(h)), 9)
+
+        def chunk(kind, data):
+            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                         + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+
+    big = tmp_path / "big.png"
+    png(big, 20000, 20000)
+    assert big.stat().st_size < 2_000_000
+    r = emotion_edge("run", "--source", str(big))
+    assert r.returncode == 1 and "over the 64 MP limit" in r.stderr, r.stderr
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    big.rename(folder / "a_big.png")
+    cv2.imwrite(str(folder / "b_face.jpg"), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
+    r = emotion_edge("run", "--source", str(folder))
+    assert r.returncode == 0, r.stderr
+    assert "a_big.png: 20000x20000 = 400 MP is over the 64 MP limit" in r.stderr
+    assert [e["source"] for e in events_of(r.stdout)] == ["b_face.jpg"]
+    for ext in (".jpg", ".png", ".bmp", ".webp"):
+        ok, buf = cv2.imencode(ext, np.zeros((77, 91, 3), np.uint8))
+        assert header_size(buf.tobytes()) == (91, 77), ext

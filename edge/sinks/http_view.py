@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hmac
 import logging
+import socket
 import threading
 import time
 from http import HTTPStatus
@@ -74,6 +75,90 @@ class _Shared:
         self.closed = False
 
 
+# A Pi serves a handful of viewers: more connections than this and the oldest one that has not finished its
+# request headers is dropped to make room (a client that connects and says nothing cannot lock others out).
+MAX_CONNECTIONS = 16
+# Seconds a client may take to send its request, or to take a frame of the stream, before it is dropped.
+CLIENT_TIMEOUT = 10.0
+# Failed logins: one warning per this many seconds, with the count since the last one.
+AUTH_LOG_INTERVAL = 60.0
+
+
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a bounded number of connections (so of threads), and quiet about clients
+    that go away: a traceback per disconnect would let anyone flood the journal."""
+
+    daemon_threads = True
+
+    def __init__(self, address, handler, max_connections: int = MAX_CONNECTIONS):
+        self.max_connections = max_connections
+        self.conns: dict = {}  # socket -> [accepted monotonic time, still reading its request]
+        self.conns_lock = threading.Lock()
+        self.dropped_idle = 0
+        self.refused = 0
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6  # an IPv6 literal such as "::1"
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address):
+        with self.conns_lock:
+            if len(self.conns) >= self.max_connections:
+                idle = [s for s, (t, reading) in self.conns.items() if reading]
+                if not idle:  # every slot is a viewer being served: this one waits for a free slot elsewhere
+                    self.refused += 1
+                    self.shutdown_request(request, locked=True)
+                    return
+                oldest = min(idle, key=lambda s: self.conns[s][0])
+                self.conns.pop(oldest)
+                self.dropped_idle += 1
+                try:
+                    oldest.shutdown(socket.SHUT_RDWR)  # its handler's read fails and its thread ends
+                except OSError:
+                    pass
+            self.conns[request] = [time.monotonic(), True]
+        super().process_request(request, client_address)
+
+    def request_read(self, request) -> None:
+        with self.conns_lock:
+            if request in self.conns:
+                self.conns[request][1] = False
+
+    def shutdown_request(self, request, locked: bool = False):
+        if locked:
+            self.conns.pop(request, None)
+        else:
+            with self.conns_lock:
+                self.conns.pop(request, None)
+        super().shutdown_request(request)
+
+    def handle_error(self, request, client_address):
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (OSError, ValueError)):  # reset, broken pipe, timeout, garbage on the wire
+            log.debug("http view: client %s: %s", client_address[0], exc)
+        else:
+            log.warning("http view: client %s: %s: %s", client_address[0], type(exc).__name__, exc)
+
+
+class _AuthLog:
+    """Failed logins, logged at most once per AUTH_LOG_INTERVAL with how many there were."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.count = 0
+        self.last = -AUTH_LOG_INTERVAL
+
+    def failed(self, who: str) -> None:
+        with self.lock:
+            self.count += 1
+            now = time.monotonic()
+            if now - self.last < AUTH_LOG_INTERVAL:
+                return
+            n, self.count, self.last = self.count, 0, now
+        log.warning("http view: %d failed login%s (latest from %s)", n, "" if n == 1 else "s", who)
+
+
 class HttpViewSink(Sink):
     needs_image = True
     name = "http view"
@@ -93,25 +178,38 @@ class HttpViewSink(Sink):
         self._last_pending = 0.0
 
     def start(self):
-        shared, password = self.shared, self.password
+        shared, password, auth_log = self.shared, self.password, _AuthLog()
 
         class Handler(BaseHTTPRequestHandler):
             server_version = "emotion-edge"
+            sys_version = ""  # no Python version in Server:
+            timeout = CLIENT_TIMEOUT  # per socket operation: a silent or stalled client is dropped
 
             def log_message(self, fmt, *args):
                 log.debug("http %s: " + fmt, self.client_address[0], *args)
 
+            def parse_request(self):
+                ok = super().parse_request()
+                if ok:
+                    self.server.request_read(self.connection)
+                return ok
+
+            def end_headers(self):
+                self.send_header("X-Content-Type-Options", "nosniff")
+                super().end_headers()
+
             def _authorised(self) -> bool:
                 if password is None:
                     return True
-                header = self.headers.get("Authorization", "")
-                if header.startswith("Basic "):
+                scheme, _, value = self.headers.get("Authorization", "").strip().partition(" ")
+                if scheme.lower() == "basic":  # RFC 7235: the scheme is case-insensitive
                     try:
-                        _, _, given = base64.b64decode(header[6:]).decode().partition(":")
+                        _, _, given = base64.b64decode(value.strip(), validate=True).decode().partition(":")
                         if hmac.compare_digest(given.encode(), password.encode()):
                             return True
                     except (ValueError, UnicodeDecodeError):
                         pass
+                auth_log.failed(self.client_address[0])
                 self.send_response(HTTPStatus.UNAUTHORIZED)
                 self.send_header("WWW-Authenticate", 'Basic realm="emotion-edge"')
                 self.send_header("Content-Length", "0")
@@ -166,17 +264,17 @@ class HttpViewSink(Sink):
                         self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpg)}"
                                          "\r\n\r\n".encode() + jpg + b"\r\n")
                         self.wfile.flush()
-                except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                except OSError:  # the viewer went away or stopped reading
                     pass
                 finally:
                     with shared.cond:
                         shared.clients -= 1
 
         try:
-            self.server = ThreadingHTTPServer((self.host, self.port), Handler)
-        except OSError as e:
-            raise OSError(f"display.http: cannot listen on {self.host}:{self.port}: {e.strerror or e}") from None
-        self.server.daemon_threads = True
+            self.server = _Server((self.host, self.port), Handler)
+        except (OSError, OverflowError) as e:
+            raise OSError(f"display.http: cannot listen on {self.host}:{self.port}: "
+                          f"{getattr(e, 'strerror', None) or e}") from None
         self.port = self.server.server_address[1]
         for target, name in ((self.server.serve_forever, "http-view"), (self._encoder, "http-encode")):
             t = threading.Thread(target=target, name=name, daemon=True)

@@ -112,7 +112,7 @@ def open_source(spec: str, cam: CameraConfig, want_main: bool = False, interrupt
     from .images import ImageSource, is_image_path
 
     if p.is_dir() or is_image_path(p):
-        return ImageSource(p, cam.still_max_width)
+        return ImageSource(p, cam.still_max_width, cam.max_pixels)
     from .opencv import VideoFileSource
 
-    return VideoFileSource(p, max(cam.lores_width, cam.video_max_width), None, loop=cam.loop)
+    return VideoFileSource(p, max(cam.lores_width, cam.video_max_width), None, loop=cam.loop, max_pixels=cam.max_pixels)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import struct
 from pathlib import Path
 
 import cv2
@@ -23,7 +25,49 @@ def is_image_path(p: Path) -> bool:
     return p.suffix.lower() in IMAGE_EXTS
 
 
-def _read_image(path: Path) -> np.ndarray | None:
+class TooLarge(ValueError):
+    pass
+
+
+def header_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) from the first bytes of a PNG, JPEG, GIF, BMP or WebP file, without decoding; None
+    for other formats or a header that does not say."""
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        return struct.unpack(">II", head[16:24])
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return struct.unpack("<HH", head[6:10])
+    if head[:2] == b"BM" and len(head) >= 26:
+        w, h = struct.unpack("<ii", head[18:26])
+        return abs(w), abs(h)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        kind = head[12:16]
+        if kind == b"VP8X":
+            return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
+        if kind == b"VP8 ":
+            w, h = struct.unpack("<HH", head[26:30])
+            return w & 0x3FFF, h & 0x3FFF
+        if kind == b"VP8L":
+            b = int.from_bytes(head[21:25], "little")
+            return (b & 0x3FFF) + 1, ((b >> 14) & 0x3FFF) + 1
+    if head[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 < len(head):
+            if head[i] != 0xFF:
+                return None
+            marker = head[i + 1]
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                i += 2
+                continue
+            length = struct.unpack(">H", head[i + 2:i + 4])[0]
+            # Start-of-frame markers (baseline, progressive, ...) hold the size; DHT, JPG and DAC do not.
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                h, w = struct.unpack(">HH", head[i + 5:i + 9])
+                return w, h
+            i += 2 + length
+    return None
+
+
+def _read_image(path: Path, max_pixels: int = 0) -> np.ndarray | None:
     # imdecode from bytes instead of imread: imread cannot open non-ASCII paths on every platform.
     try:
         buf = np.fromfile(path, dtype=np.uint8)
@@ -31,6 +75,12 @@ def _read_image(path: Path) -> np.ndarray | None:
         return None
     if buf.size == 0:
         return None
+    if max_pixels:
+        # JPEG headers can be long (EXIF thumbnails): the first 256 KB hold the frame header in practice.
+        size = header_size(buf[:262144].tobytes())
+        if size and size[0] * size[1] > max_pixels:
+            raise TooLarge(f"{size[0]}x{size[1]} = {size[0] * size[1] / 1e6:.0f} MP is over the "
+                           f"{max_pixels / 1e6:g} MP limit ([camera] max_pixels)")
     # IMREAD_COLOR applies the EXIF orientation: a phone's portrait photo stored sideways would
     # otherwise hide every face from the upright-face cascade. It also brings 16-bit files to 8 bits.
     return cv2.imdecode(buf, cv2.IMREAD_COLOR)
@@ -42,10 +92,12 @@ class ImageSource(FrameSource):
 
     independent = True
 
-    def __init__(self, path: str | Path, max_width: int = 1024):
+    def __init__(self, path: str | Path, max_width: int = 1024, max_pixels: int = 64_000_000):
         super().__init__()
         self.path = Path(path)
-        self.max_width = max_width
+        self.max_width, self.max_pixels = max_width, max_pixels
+        # OpenCV's own limit (read once, at the first decode) backs up formats whose header is not read here.
+        os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(max_pixels))
         if self.path.is_dir():
             self.files = sorted(p for p in self.path.iterdir() if p.is_file() and is_image_path(p))
             if not self.files:
@@ -65,7 +117,14 @@ class ImageSource(FrameSource):
         while self._i < len(self.files):
             f = self.files[self._i]
             self._i += 1
-            img = _read_image(f)
+            try:
+                img = _read_image(f, self.max_pixels)
+            except TooLarge as e:
+                if not self.folder:
+                    raise SourceError(f"{f}: {e}") from None
+                self.bad_frames += 1
+                log.warning("%s: %s, skipped", f.name, e)
+                continue
             if img is None:
                 if not self.folder:
                     raise SourceError(f"{f}: not a readable image")

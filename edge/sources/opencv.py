@@ -19,8 +19,10 @@ MAX_CONSECUTIVE_BAD = 25
 class VideoFileSource(FrameSource):
     """Recorded: every frame in order; ends with None (or loops)."""
 
-    def __init__(self, path: str | Path, lores_width: int = 320, lores_height: int | None = 240, loop: bool = False):
+    def __init__(self, path: str | Path, lores_width: int = 320, lores_height: int | None = 240, loop: bool = False,
+                 max_pixels: int = 64_000_000):
         super().__init__()
+        self.max_pixels = max_pixels
         self.path = Path(path)
         if not self.path.is_file():
             raise SourceError(f"{self.path}: no such file")
@@ -42,6 +44,11 @@ class VideoFileSource(FrameSource):
         # every face lies on its side. Asked for explicitly because some OpenCV 4.11 builds turned it off
         # by default (opencv/opencv#26795).
         self.cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
+        w, h = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        if w * h > self.max_pixels:
+            self.cap.release()
+            raise SourceError(f"{self.path}: {w}x{h} frames are over the {self.max_pixels / 1e6:g} MP limit "
+                              "([camera] max_pixels)")
         self.frame_count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.total = self.frame_count if self.frame_count > 0 and not self.loop else None
         self._read_any = False
