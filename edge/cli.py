@@ -95,6 +95,9 @@ def cmd_run(args) -> int:
     try:
         source.start()
     except SourceError as e:
+        if stop.is_set():  # a signal while the source was still opening: a clean stop, not a failure
+            log.info("%s", e)
+            return EXIT_OK
         log.error("%s", e)
         return EXIT_FAILURE
     log.info("emotion-edge %s: %s, model %s, device %s", __version__, source.description,

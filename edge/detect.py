@@ -44,7 +44,10 @@ def find_cascade(path: str = "", name: str = CASCADE_NAME) -> Path:
 
 
 def _load(path: Path) -> cv2.CascadeClassifier:
-    c = cv2.CascadeClassifier(str(path))
+    try:
+        c = cv2.CascadeClassifier(str(path))
+    except (cv2.error, SystemError):  # OpenCV raises from its XML parser on a file that is not a cascade
+        raise DetectorError(f"{path}: not a valid Haar cascade") from None
     if c.empty():
         raise DetectorError(f"{path}: not a valid Haar cascade")
     return c

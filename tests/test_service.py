@@ -244,3 +244,29 @@ def test_installer_is_shellcheck_clean():
         pytest.skip("shellcheck is not installed (apt install shellcheck)")
     r = subprocess.run([exe, str(INSTALL)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout
+
+
+@pytest.mark.parametrize("scheme", ["rtsp", "http"])
+def test_sigterm_while_a_silent_stream_is_opening(tmp_path, scheme):
+    """A stream that accepts the connection and never answers: OpenCV blocks for its own timeout (28 s
+    here before); SIGTERM must end the run within seconds, with status 0."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    p = spawn("run", "--source", f"{scheme}://127.0.0.1:{port}/stream", "--events", "none")
+    try:
+        conn, _ = server.accept()  # it is connecting: now inside OpenCV's open
+        time.sleep(0.5)
+        t = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=20)
+        took = time.monotonic() - t
+        conn.close()
+    finally:
+        p.kill()
+        p.wait()
+        server.close()
+    assert took < 5.0, f"SIGTERM took {took:.1f} s"
+    assert p.returncode == 0, err
+    assert "stopped while opening" in err

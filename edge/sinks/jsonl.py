@@ -22,7 +22,7 @@ class JsonLinesSink(Sink):
         else:
             p = Path(target)
             if p.parent and not p.parent.exists():
-                raise OSError(f"{p.parent}: no such folder for --events")
+                raise ValueError(f"--events {target}: folder {p.parent} does not exist")
             self.fh = open(p, "w", encoding="utf-8", buffering=1)
             self._own = True
 

@@ -95,7 +95,8 @@ def open_source(spec: str, cam: CameraConfig, want_main: bool = False, interrupt
     if low.startswith("webcam"):
         from .opencv import LiveCaptureSource
 
-        return LiveCaptureSource(_index(low), cam.width, cam.height, cam.lores_width, cam.lores_height, cam.fps)
+        return LiveCaptureSource(_index(low), cam.width, cam.height, cam.lores_width, cam.lores_height, cam.fps,
+                                 interrupt=interrupt)
     if low == "demo" or low.startswith("demo:"):
         from .demo import DemoSource
 
@@ -104,7 +105,8 @@ def open_source(spec: str, cam: CameraConfig, want_main: bool = False, interrupt
     if URL_RE.match(spec):
         from .opencv import LiveCaptureSource
 
-        return LiveCaptureSource(spec, cam.width, cam.height, cam.lores_width, cam.lores_height, cam.fps)
+        return LiveCaptureSource(spec, cam.width, cam.height, cam.lores_width, cam.lores_height, cam.fps,
+                                 interrupt=interrupt)
     p = Path(spec).expanduser()
     if not p.exists():
         raise SourceError(f"--source {spec!r}: no such file or folder (and not auto, picamera2, webcam:N, demo "

@@ -89,8 +89,13 @@ class LiveCaptureSource(FrameSource):
     live = True
 
     def __init__(self, spec: str | int, width: int = 640, height: int = 480, lores_width: int = 320,
-                 lores_height: int = 240, fps: float = 30.0, stall_timeout: float = 10.0):
+                 lores_height: int = 240, fps: float = 30.0, stall_timeout: float = 10.0,
+                 interrupt: threading.Event | None = None, open_timeout: float = 15.0):
         super().__init__()
+        # The app's stop event: opening a silent stream blocks inside OpenCV for up to its own timeout, and
+        # SIGTERM must end the run within a few seconds whatever the source is doing.
+        self.interrupt = interrupt or threading.Event()
+        self.open_timeout = open_timeout
         self.spec, self.size, self.lores, self.fps = spec, (width, height), (lores_width, lores_height), fps
         self.stall_timeout = stall_timeout
         self.description = f"webcam {spec}" if isinstance(spec, int) else f"stream {spec}"
@@ -104,14 +109,31 @@ class LiveCaptureSource(FrameSource):
         self.cap = None
         self._thread = None
 
-    def start(self):
+    def _open(self):
         if isinstance(self.spec, int):
             cap = cv2.VideoCapture(self.spec, cv2.CAP_V4L2)
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.size[0])
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.size[1])
             cap.set(cv2.CAP_PROP_FPS, self.fps)
-        else:
-            cap = cv2.VideoCapture(self.spec)
+            return cap
+        ms = int(self.open_timeout * 1000)
+        return cv2.VideoCapture(self.spec, cv2.CAP_ANY, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
+                                                         cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+
+    def start(self):
+        # Opened on a helper thread, watched in slices: a stop while a stream is still connecting returns at
+        # once; the helper finishes (and releases what it opened) on its own.
+        box: list = []
+        opener = threading.Thread(target=lambda: box.append(self._open()), name="capture-open", daemon=True)
+        opener.start()
+        deadline = time.monotonic() + self.open_timeout + 2.0
+        while opener.is_alive() and time.monotonic() < deadline:
+            if self.interrupt.wait(0.2):
+                raise SourceError(f"stopped while opening {self.description}")
+            opener.join(0.0)
+        if not box:
+            raise SourceError(f"cannot open {self.description}: no answer within {self.open_timeout:g} s")
+        cap = box[0]
         if not cap.isOpened():
             raise SourceError(f"cannot open {self.description}")
         self.cap = cap
@@ -142,12 +164,18 @@ class LiveCaptureSource(FrameSource):
     def read(self):
         if self._thread is None:
             self.start()
+        deadline = time.monotonic() + self.stall_timeout
         with self._cond:
-            ok = self._cond.wait_for(lambda: self._count > self._taken or self._error, timeout=self.stall_timeout)
-            if self._error:
-                raise SourceError(self._error)
-            if not ok:
-                raise SourceError(f"{self.description}: no frame for {self.stall_timeout:.0f} s")
+            while True:
+                ok = self._cond.wait_for(lambda: self._count > self._taken or self._error, timeout=0.2)
+                if self._error:
+                    raise SourceError(self._error)
+                if ok:
+                    break
+                if self.interrupt.is_set():
+                    return None
+                if time.monotonic() >= deadline:
+                    raise SourceError(f"{self.description}: no frame for {self.stall_timeout:.0f} s")
             self._taken = self._count
             img, t = self._latest, self._latest_t
         return make_frame(self._next_seq(), img, *self.lores, t_capture=t)
