@@ -186,6 +186,11 @@ start_service() {
 uninstall() {
     say "uninstall emotion-edge"
     run systemctl disable --now emotion-edge.service
+    # Home Assistant keeps a device for as long as its retained discovery configs stay on the broker.
+    if [ -x "$ROOT$VENV/bin/emotion-edge" ] || [ "$DRY_RUN" = 1 ]; then
+        say "remove the device from Home Assistant (retained MQTT discovery), if MQTT is on"
+        run "$ROOT$VENV/bin/emotion-edge" mqtt forget --config "$ROOT$ETC/config.toml" --timeout 5 || true
+    fi
     run rm -f "$ROOT$UNIT"
     run systemctl daemon-reload
     run rm -rf "$ROOT$PREFIX"

@@ -43,6 +43,20 @@ def make_source(cfg: Config, spec: str | None, want_main: bool, stop: threading.
     return open_source(spec or cfg.camera.source, cfg.camera, want_main=want_main, interrupt=stop)
 
 
+def http_url(cfg: Config) -> str | None:
+    """Where the HTTP view can be reached, for Home Assistant's device page; None when it is off."""
+    if not cfg.display.http:
+        return None
+    import socket
+
+    from .config import parse_hostport
+
+    host, port = parse_hostport(cfg.display.http, "display.http")
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
+
 @dataclass
 class Outputs:
     events: str | None = None  # "-" or a path
@@ -71,7 +85,8 @@ def make_sinks(cfg: Config, out: Outputs, source: FrameSource, stats_fn=None, la
     if cfg.mqtt.enabled:
         from .sinks.mqtt import MqttSink
 
-        sinks.append(MqttSink(cfg.mqtt, cfg.device, stats_fn=stats_fn))
+        sinks.append(MqttSink(cfg.mqtt, cfg.device, stats_fn=stats_fn, labels=labels, device_name=cfg.device_name,
+                              http_url=http_url(cfg)))
     if cfg.display.http:
         from .sinks.http_view import HttpViewSink
 

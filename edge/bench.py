@@ -21,7 +21,7 @@ from .sources.base import FrameSource
 
 
 def _rss_mb() -> float:
-    from .sinks.mqtt import rss_mb
+    from .metrics import rss_mb
 
     return rss_mb()
 

@@ -167,6 +167,19 @@ def cmd_bench(args) -> int:
     return run_bench(cfg, args.source, args.frames, args.json)
 
 
+def cmd_mqtt(args) -> int:
+    from .sinks.mqtt import forget
+
+    cfg = _config(args)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not cfg.mqtt.enabled:
+        print("skip mqtt.enabled = false: nothing was published")
+        return EXIT_OK
+    ok, text = forget(cfg.mqtt, cfg.device, timeout=args.timeout)
+    print(f"{'ok  ' if ok else 'FAIL'} {text}")
+    return EXIT_OK if ok else EXIT_FAILURE
+
+
 def cmd_config(args) -> int:
     cfg = _config(args)
     sys.stdout.write(to_toml(cfg))
@@ -207,6 +220,13 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--frames", type=int, default=150, metavar="N")
     b.add_argument("--json", metavar="PATH", help="also write the numbers as JSON")
     b.set_defaults(func=cmd_bench)
+
+    m = sub.add_parser("mqtt", help="MQTT housekeeping: `mqtt forget` removes this device from Home Assistant")
+    common(m)
+    m.add_argument("action", choices=["forget"], help="forget: clear every retained message this device left "
+                                                      "(discovery, state, stats, summary, availability)")
+    m.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker")
+    m.set_defaults(func=cmd_mqtt)
 
     k = sub.add_parser("config", help="print the effective configuration as TOML")
     common(k)

@@ -112,6 +112,10 @@ class MqttConfig:
     max_rate: float = num(5.0, 0.01, 1000.0)  # events per second when rate = "max"
     queue_size: int = num(100, 1, 100_000)
     stats_interval: float = num(30.0, 1.0, 86400.0)
+    # The retained state is republished on every change and at least this often, so it never goes stale.
+    state_interval: float = num(10.0, 1.0, 3600.0)
+    # The mood summary for dashboards ({prefix}/{device}/summary): every this many seconds.
+    summary_interval: float = num(60.0, 5.0, 86400.0)
     discovery: bool = True
     discovery_prefix: str = "homeassistant"
     snapshot: bool = False  # publish a JPEG of the annotated frame; off: no image leaves the device
@@ -129,7 +133,9 @@ class DisplayConfig:
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    device: str = ""  # empty: the host name, sanitised for MQTT topics
+    # Shown as is in Home Assistant; in topics and ids as lower case [a-z0-9_-] ("Living Room" -> living_room).
+    # Empty: the host name.
+    device: str = ""
     status_interval: float = num(5.0, 0.1, 3600.0)
     log_level: str = "info"
 
@@ -146,7 +152,13 @@ class Config:
 
     @property
     def device(self) -> str:
-        return self.service.device or sanitise_topic(socket.gethostname())
+        """The device's id in topics, client ids and Home Assistant ids: [a-z0-9_-] only."""
+        return node_id(self.device_name)
+
+    @property
+    def device_name(self) -> str:
+        """The device's name as the user wrote it (or the host name), for people."""
+        return self.service.device.strip() or socket.gethostname()
 
     def replace(self, section: str, **changes) -> "Config":
         return dataclasses.replace(self, **{section: dataclasses.replace(getattr(self, section), **changes)})
@@ -161,10 +173,19 @@ _CHOICES = {
 }
 
 
-def sanitise_topic(name: str) -> str:
-    """A name safe as one MQTT topic level and a Home Assistant object id."""
-    s = re.sub(r"[^A-Za-z0-9_-]+", "_", name.strip()).strip("_").lower()
+def node_id(name: str) -> str:
+    """A name as one MQTT topic level and a Home Assistant node id: Home Assistant's discovery accepts
+    [a-zA-Z0-9_-] there, and MQTT forbids +, # and / inside a level. Lower case, everything else to "_"."""
+    s = re.sub(r"[^a-z0-9_-]+", "_", name.strip().lower()).strip("_")
     return s or "emotion-edge"
+
+
+def check_topic_prefix(where: str, prefix: str) -> None:
+    """A topic prefix: one or more non-empty levels, no wildcards, not a $SYS-like topic."""
+    if not prefix or any(not level for level in prefix.split("/")):
+        raise ConfigError(f"{where}: {prefix!r}: empty topic level")
+    if re.search(r"[+#\x00]", prefix) or prefix.startswith("$"):
+        raise ConfigError(f"{where}: {prefix!r}: MQTT wildcards (+ #), NUL and a leading $ are not allowed")
 
 
 def _check_type(where: str, value, typ):
@@ -203,7 +224,13 @@ def _validate(name: str, obj) -> None:
     """Rules that span fields; single fields carry their own range or choices."""
     if name == "camera" and (obj.lores_width > obj.width or obj.lores_height > obj.height):
         raise ConfigError("camera.lores_width: the lores stream cannot be larger than the main stream")
+    if name == "service" and obj.device.strip() and not re.search(r"[A-Za-z0-9]", obj.device):
+        raise ConfigError(f"service.device: {obj.device!r} has no letter or digit to make a topic from")
     if name == "mqtt":
+        check_topic_prefix("mqtt.prefix", obj.prefix)
+        check_topic_prefix("mqtt.discovery_prefix", obj.discovery_prefix)
+        if re.search(r"[+#/\x00]", obj.client_id):
+            raise ConfigError(f"mqtt.client_id: {obj.client_id!r}: no + # / or NUL")
         if (obj.cert_file == "") != (obj.key_file == ""):
             raise ConfigError("mqtt.cert_file: cert_file and key_file go together")
     if name == "display" and obj.http:

@@ -170,7 +170,7 @@ def service_line(rep: Report) -> None:
 
 
 def thermal_line(rep: Report) -> None:
-    from .sinks.mqtt import soc_temperature
+    from .metrics import soc_temperature
 
     temp = soc_temperature()
     throttled = _run("vcgencmd", "get_throttled")

@@ -210,17 +210,18 @@ def test_home_assistant_discovery_and_resend(broker, tmp_path):
     p = spawn("run", "--config", str(cfg), "--source", "demo:100000", "--events", "none")
     try:
         sub = Subscriber(broker.port, topics=("homeassistant/#",))
-        assert sub.wait_for(lambda: len(sub.messages) >= 4, 15)
+        assert sub.wait_for(lambda: len(sub.messages) >= 7, 15)
         configs = {t: valid("discovery", pl) for t, pl, _ in sub.messages if t.endswith("/config")}
         assert set(configs) == {f"homeassistant/sensor/emotion_edge_ha/{k}/config"
-                                for k in ("emotion", "faces", "confidence", "fps")}
+                                for k in ("emotion", "faces", "confidence", "mood", "happy_share", "fps")} | {
+            "homeassistant/binary_sensor/emotion_edge_ha/present/config"}
         for c in configs.values():
             assert c["availability_topic"] == "emotion-edge/ha/availability"
             assert c["device"]["identifiers"] == ["emotion-edge-ha"]
         assert retained(broker.port, "homeassistant/sensor/emotion_edge_ha/emotion/config")[0][1] is True
         n = len(sub.messages)
         sub.client.publish("homeassistant/status", "online", qos=1)
-        assert sub.wait_for(lambda: len([m for m in sub.messages[n:] if m[0].endswith("/config")]) >= 4, 10)
+        assert sub.wait_for(lambda: len([m for m in sub.messages[n:] if m[0].endswith("/config")]) >= 7, 10)
         sub.close()
     finally:
         stop(p)

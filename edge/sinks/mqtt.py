@@ -1,12 +1,15 @@
-"""MQTT: per-frame events, retained state and availability, periodic stats and Home Assistant
-discovery, through paho-mqtt 2.x.
+"""MQTT: per-frame events, retained state, availability, stats and the mood summary, Home Assistant
+discovery (``ha``), through paho-mqtt 2.x.
 
-The capture loop only ever calls ``handle``, which puts the event in a bounded drop-oldest
-queue and returns. A publisher thread drains the queue while connected; paho's own network
-thread (``loop_start``) connects, retries with backoff (1 s -> 60 s) and reconnects.
+The capture loop only ever calls ``handle``, which updates the state, feeds the summary and puts the event in
+a bounded drop-oldest queue, and returns. A publisher thread drains the queue while connected, publishes the
+state and the summary when due and encodes snapshots; paho's own network thread (``loop_start``) connects,
+retries with backoff (1 s -> 60 s) and reconnects.
 """
 from __future__ import annotations
 
+import collections
+import hashlib
 import json
 import logging
 import os
@@ -17,10 +20,11 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from .. import __version__
 from ..config import MqttConfig
 from ..events import Event, iso_utc
-from . import DropOldestQueue, Sink
+from ..metrics import rss_mb, soc_temperature
+from . import DropOldestQueue, Sink, ha
+from .mood import MoodSummary
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +53,38 @@ def read_password(cfg: MqttConfig) -> str | None:
         raise MqttConfigError(f"mqtt.password_file: cannot read {path}: {e.strerror or e}") from None
 
 
-def make_client(cfg: MqttConfig, device: str, availability_topic: str | None = None) -> mqtt.Client:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id or f"emotion-edge-{device}",
+# While the broker stays unreachable, one log line now and then, not one per retry.
+UNREACHABLE_LOG_INTERVAL = 300.0
+# A connection the broker closes sooner than this after accepting it counts as taken over.
+SHORT_CONNECTION_S = 10.0
+
+
+def machine_suffix(path: str = "/etc/machine-id") -> str:
+    """8 hex digits that stay the same on one machine and differ between machines (systemd's machine id,
+    hashed: the id itself is meant to stay private; the host name where there is none)."""
+    try:
+        seed = Path(path).read_text().strip()
+    except OSError:
+        seed = ""
+    import socket
+
+    return hashlib.sha256((seed or socket.gethostname()).encode()).hexdigest()[:8]
+
+
+def client_id(cfg: MqttConfig, device: str, under_systemd: bool | None = None) -> str:
+    """The MQTT client id: the configured one, else emotion-edge-{device}-{machine}, and -{pid} for a run
+    outside systemd. A broker lets one connection hold an id: two Pis left at the same device name, or a
+    manual run beside the service, would otherwise take the connection from each other in turn."""
+    if cfg.client_id:
+        return cfg.client_id
+    if under_systemd is None:
+        under_systemd = bool(os.environ.get("INVOCATION_ID"))
+    cid = f"emotion-edge-{device}-{machine_suffix()}"
+    return cid if under_systemd else f"{cid}-{os.getpid()}"
+
+
+def make_client(cfg: MqttConfig, device: str, availability_topic: str | None = None, suffix: str = "") -> mqtt.Client:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id(cfg, device) + suffix,
                          protocol=mqtt.MQTTv311)
     if cfg.username:
         client.username_pw_set(cfg.username, read_password(cfg))
@@ -74,7 +108,7 @@ def probe(cfg: MqttConfig, device: str, timeout: float = 5.0, roundtrip: bool = 
     """Connect once and report; used by ``emotion-edge check``. With ``roundtrip``, also publish one
     message to a topic of our own and time it back through the broker (the self-test)."""
     try:
-        client = make_client(cfg, device + "-check")
+        client = make_client(cfg, device, suffix="-check")
     except MqttConfigError as e:
         return False, str(e)
     result: dict = {}
@@ -115,49 +149,51 @@ def probe(cfg: MqttConfig, device: str, timeout: float = 5.0, roundtrip: bool = 
         client.loop_stop()
 
 
-def rss_mb() -> float:
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def soc_temperature() -> float | None:
-    try:
-        return round(int(Path("/sys/class/thermal/thermal_zone0/temp").read_text()) / 1000, 1)
-    except (OSError, ValueError):
-        return None
-
 
 class MqttSink(Sink):
     name = "mqtt"
 
-    def __init__(self, cfg: MqttConfig, device: str, stats_fn=None):
+    def __init__(self, cfg: MqttConfig, device: str, stats_fn=None, labels=(), device_name: str | None = None,
+                 http_url: str | None = None):
         self.cfg, self.device, self.stats_fn = cfg, device, stats_fn
-        base = f"{cfg.prefix}/{device}"
-        self.topics = {k: f"{base}/{k}" for k in ("events", "state", "availability", "stats", "snapshot")}
+        self.device_name, self.http_url = device_name or device, http_url
+        self.labels = tuple(labels) or ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+        self.topics = ha.topics(cfg, device)
         self.needs_image = cfg.snapshot
         self.client = make_client(cfg, device, self.topics["availability"])
+        self.client_id = client_id(cfg, device)
         # paho keeps its own queue for QoS>0 messages while offline; bound it too.
         self.client.max_queued_messages_set(cfg.queue_size)
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.queue = DropOldestQueue(cfg.queue_size)
+        self.mood = MoodSummary(self.labels)
         self.connected = threading.Event()
         self.stopping = threading.Event()
         self._lock = threading.Lock()  # guards the counters and the latest state below
+        # Events handed to paho and not yet written (QoS 0) or acknowledged (QoS 1, 2): published counts only
+        # those that were, so a slow link shows as in-flight and then dropped, not as published.
+        self._in_flight: collections.deque = collections.deque()
         self.published = 0
         self.publish_failed = 0
+        self.dropped_at_exit = 0
         self.connects = 0
         self._state: dict | None = None
         self._state_key = None
         self._state_dirty = False
+        self._state_sent = 0.0
+        self._stats_now = False
+        self._summary_due = time.monotonic() + cfg.summary_interval
         self._last_key = None
         self._last_sent = 0.0
         self._last_snapshot = 0.0
         self._last_error = None
+        self._unreachable_logged = -UNREACHABLE_LOG_INTERVAL
+        self._connected_at = 0.0
+        self._short = 0
+        self._takeover_warned = False
         self._threads: list[threading.Thread] = []
         self.started = time.monotonic()
 
@@ -176,22 +212,42 @@ class MqttSink(Sink):
                     log.error("%s", e)
             return
         self._last_error = None
+        self._unreachable_logged = -UNREACHABLE_LOG_INTERVAL
+        self._connected_at = time.monotonic()
         with self._lock:
             self.connects += 1
             n = self.connects
-        log.info("MQTT connected to %s:%d%s", self.cfg.host, self.cfg.port, "" if n == 1 else f" (reconnect {n - 1})")
+        log.info("MQTT connected to %s:%d as %s%s", self.cfg.host, self.cfg.port, self.client_id,
+                 "" if n == 1 else f" (reconnect {n - 1})")
         client.publish(self.topics["availability"], "online", qos=1, retain=True)
         if self.cfg.discovery:
             client.subscribe(f"{self.cfg.discovery_prefix}/status", qos=1)
-            self._publish_discovery()
+        self._publish_discovery()
         with self._lock:
             self._state_dirty = self._state is not None
+            self._stats_now = True  # a retained value at once, not after a whole stats interval
         self.connected.set()
+
+    def _on_connect_fail(self, client, userdata):
+        now = time.monotonic()
+        if now - self._unreachable_logged >= UNREACHABLE_LOG_INTERVAL:
+            self._unreachable_logged = now
+            log.warning("MQTT broker %s:%d unreachable; retrying (logged again every %.0f min while it stays so)",
+                        self.cfg.host, self.cfg.port, UNREACHABLE_LOG_INTERVAL / 60)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
         was = self.connected.is_set()
         self.connected.clear()
-        if was and not self.stopping.is_set():
+        if not was or self.stopping.is_set():
+            return
+        lasted = time.monotonic() - self._connected_at
+        self._short = self._short + 1 if lasted < SHORT_CONNECTION_S else 0
+        if self._short >= 2 and not self._takeover_warned:
+            self._takeover_warned = True
+            log.error("MQTT: the broker closed the connection right after accepting it %d times: another client "
+                      "is probably connected with the same client id %r (two devices with the same [service] "
+                      "device, or [mqtt] client_id set alike); give each its own", self._short, self.client_id)
+        elif not self._takeover_warned:
             log.warning("MQTT disconnected from %s:%d (%s); reconnecting", self.cfg.host, self.cfg.port, reason_code)
 
     def _on_message(self, client, userdata, msg):
@@ -202,37 +258,16 @@ class MqttSink(Sink):
             self._publish_discovery()
             with self._lock:
                 self._state_dirty = self._state is not None
+                self._stats_now = True
 
     # -- Home Assistant discovery --------------------------------------------------------------
     def discovery_messages(self) -> list[tuple[str, dict]]:
-        dev = {"identifiers": [f"emotion-edge-{self.device}"], "name": f"emotion-edge {self.device}",
-               "model": "emotion-edge", "manufacturer": "emotion-edge", "sw_version": __version__}
-        common = {"availability_topic": self.topics["availability"], "payload_available": "online",
-                  "payload_not_available": "offline", "device": dev}
-        sensors = [
-            ("emotion", "Emotion", self.topics["state"], "{{ value_json.emotion if value_json.emotion else 'none' }}",
-             {"icon": "mdi:emoticon-outline"}),
-            ("faces", "Faces", self.topics["state"], "{{ value_json.faces }}",
-             {"icon": "mdi:account-multiple", "state_class": "measurement"}),
-            ("confidence", "Confidence", self.topics["state"], "{{ (value_json.confidence * 100) | round(0) }}",
-             {"unit_of_measurement": "%", "state_class": "measurement", "icon": "mdi:percent"}),
-            ("fps", "Frame rate", self.topics["stats"], "{{ value_json.fps }}",
-             {"unit_of_measurement": "fps", "state_class": "measurement", "entity_category": "diagnostic",
-              "icon": "mdi:speedometer"}),
-        ]
-        out = []
-        for key, name, topic, tpl, extra in sensors:
-            uid = f"emotion_edge_{self.device}_{key}".replace("-", "_")
-            # default_entity_id replaced object_id in Home Assistant 2025.10 (object_id was removed in 2026.4).
-            payload = {"name": name, "unique_id": uid, "default_entity_id": f"sensor.{uid}", "state_topic": topic,
-                       "value_template": tpl, **extra, **common}
-            out.append((f"{self.cfg.discovery_prefix}/sensor/emotion_edge_{self.device}/{key}/config".replace("-", "_"),
-                        payload))
-        return out
+        return ha.messages(self.cfg, self.device, self.device_name, self.labels, self.http_url)
 
     def _publish_discovery(self):
+        # discovery = false clears what an earlier run announced, so the entities go instead of going stale.
         for topic, payload in self.discovery_messages():
-            self.client.publish(topic, json.dumps(payload), qos=1, retain=True)
+            self.client.publish(topic, json.dumps(payload) if self.cfg.discovery else b"", qos=1, retain=True)
 
     # -- the pipeline side (capture thread): never blocks -------------------------------------
     def start(self):
@@ -262,54 +297,77 @@ class MqttSink(Sink):
     def handle(self, event: Event, frame) -> None:
         big = event.largest
         state = {"faces": len(event.faces), "emotion": big.emotion if big else None,
-                 "confidence": round(big.confidence, 3) if big else 0.0, "ts": event.ts}
-        key = (state["faces"], state["emotion"])
+                 "confidence": round(big.confidence, 3) if big else 0.0,
+                 "scores": {k: round(v, 3) for k, v in big.scores.items()} if big else {}, "ts": event.ts}
+        # Sent at once when what a dashboard shows changes: the count, the emotion, the confidence by 5 points.
+        key = (state["faces"], state["emotion"], round(state["confidence"] * 20))
         with self._lock:
             self._state = state
             if key != self._state_key:
                 self._state_key = key
                 self._state_dirty = True
+        self.mood.add(event)
         if self._wanted(event):
             self.queue.put(("events", event.to_json(), self.cfg.qos_events, False))
         if self.cfg.snapshot and frame.main is not None and \
                 time.monotonic() - self._last_snapshot >= self.cfg.snapshot_interval:
             self._last_snapshot = time.monotonic()
-            import cv2
-
-            from ..draw import annotate_bgr
-
-            ok, jpg = cv2.imencode(".jpg", annotate_bgr(frame.main, event), [cv2.IMWRITE_JPEG_QUALITY, 80])
-            if ok:
-                self.queue.put(("snapshot", jpg.tobytes(), 0, True))
+            self.queue.put(("snapshot", (frame.main, event), 0, True))  # encoded on the publisher thread
 
     # -- publisher thread ----------------------------------------------------------------------
+    def _settle(self) -> None:
+        """Move events paho has written (QoS 0) or the broker acknowledged (QoS 1, 2) to published."""
+        with self._lock:
+            while self._in_flight and self._in_flight[0].is_published():
+                self._in_flight.popleft()
+                self.published += 1
+
+    def _publish_due(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = self._state is not None and now - self._state_sent >= self.cfg.state_interval
+            state = self._state if (self._state_dirty or due) else None
+            self._state_dirty = False
+            if state is not None:
+                self._state_sent = now
+        if state is not None:
+            self.client.publish(self.topics["state"], json.dumps(state), qos=self.cfg.qos_state, retain=True)
+        if now >= self._summary_due:
+            self._summary_due = now + self.cfg.summary_interval
+            summary = {"ts": iso_utc(time.time()), **self.mood.take()}
+            self.client.publish(self.topics["summary"], json.dumps(summary), qos=1, retain=True)
+
     def _publisher(self):
         while not self.stopping.is_set():
             if not self.connected.wait(0.5):
                 continue
-            with self._lock:
-                state = self._state if self._state_dirty else None
-                self._state_dirty = False
-            if state is not None:
-                self.client.publish(self.topics["state"], json.dumps(state), qos=self.cfg.qos_state, retain=True)
+            self._publish_due()
+            self._settle()
             item = self.queue.get(timeout=0.2)
             if item is None:
                 continue
             kind, payload, qos, retain = item
+            if kind == "snapshot":
+                payload = _snapshot_jpeg(*payload)
+                if payload is None:
+                    continue
             info = self.client.publish(self.topics[kind], payload, qos=qos, retain=retain)
             with self._lock:
-                if info.rc == mqtt.MQTT_ERR_SUCCESS:
-                    self.published += 1
-                else:
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     self.publish_failed += 1
+                elif kind == "events":
+                    self._in_flight.append(info)
 
     def stats(self) -> dict:
+        self._settle()
         snap = self.stats_fn() if self.stats_fn else {}
         with self._lock:
             published, failed, connects = self.published, self.publish_failed, self.connects
+            in_flight, at_exit = len(self._in_flight), self.dropped_at_exit
         d = {"ts": iso_utc(time.time()), "fps": snap.get("fps", 0.0), "frames": snap.get("frames", 0),
              "bad_frames": snap.get("bad_frames", 0), "stage_ms": snap.get("stage_ms", {}),
-             "events_published": published, "events_dropped": self.queue.dropped + failed,
+             "events_published": published, "events_in_flight": in_flight,
+             "events_dropped": self.queue.dropped + failed + at_exit,
              "queue": len(self.queue), "reconnects": max(0, connects - 1),
              "uptime_s": round(time.monotonic() - self.started, 1), "rss_mb": rss_mb()}
         temp = soc_temperature()
@@ -318,26 +376,82 @@ class MqttSink(Sink):
         return d
 
     def _stats_loop(self):
-        while not self.stopping.wait(self.cfg.stats_interval):
-            if self.connected.is_set():
-                self.client.publish(self.topics["stats"], json.dumps(self.stats()), qos=0, retain=False)
+        next_at = time.monotonic() + self.cfg.stats_interval
+        while not self.stopping.wait(0.2):
+            with self._lock:
+                now_wanted, self._stats_now = self._stats_now, False
+            if now_wanted or time.monotonic() >= next_at:
+                next_at = time.monotonic() + self.cfg.stats_interval
+                if self.connected.is_set():
+                    # Retained, so a dashboard or Home Assistant that (re)connects has a value at once.
+                    self.client.publish(self.topics["stats"], json.dumps(self.stats()), qos=0, retain=True)
 
     def close(self):
-        # Flush what is queued (briefly), then say goodbye properly: "offline", retained.
+        # Flush what is queued (briefly), then wait for what paho holds to be written or acknowledged, then
+        # say goodbye properly: final stats and "offline", retained.
         deadline = time.monotonic() + 2.0
         while len(self.queue) and self.connected.is_set() and time.monotonic() < deadline:
             time.sleep(0.02)
         self.stopping.set()
         for t in self._threads:
             t.join(timeout=2)
+        deadline = time.monotonic() + 5.0
+        while self.connected.is_set() and time.monotonic() < deadline:
+            self._settle()
+            with self._lock:
+                if not self._in_flight:
+                    break
+            time.sleep(0.02)
+        self._settle()
+        with self._lock:
+            # What never reached the broker: still queued here, or handed to paho and never acknowledged.
+            self.dropped_at_exit = len(self.queue) + len(self._in_flight)
+            self._in_flight.clear()
         if self.connected.is_set():
-            self.client.publish(self.topics["stats"], json.dumps(self.stats()), qos=0)
+            self.client.publish(self.topics["stats"], json.dumps(self.stats()), qos=1, retain=True)
             info = self.client.publish(self.topics["availability"], "offline", qos=1, retain=True)
             try:
-                info.wait_for_publish(timeout=2.0)
+                info.wait_for_publish(timeout=5.0)
             except (RuntimeError, ValueError):
                 pass
         self.client.disconnect()
         self.client.loop_stop()
-        log.info("MQTT: %d events published, %d dropped, %d reconnects", self.published,
-                 self.queue.dropped + self.publish_failed, max(0, self.connects - 1))
+        st = self.stats()
+        log.info("MQTT: %d events published, %d dropped, %d reconnects", st["events_published"],
+                 st["events_dropped"], st["reconnects"])
+
+
+def _snapshot_jpeg(image, event) -> bytes | None:
+    import cv2
+
+    from ..draw import annotate_bgr
+
+    ok, jpg = cv2.imencode(".jpg", annotate_bgr(image, event), [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return jpg.tobytes() if ok else None
+
+
+def forget(cfg: MqttConfig, device: str, labels=(), timeout: float = 10.0) -> tuple[bool, str]:
+    """Clear every retained message emotion-edge left for ``device`` (discovery configs, state, stats, summary,
+    availability): Home Assistant then removes the device and its entities."""
+    try:
+        client = make_client(cfg, device, suffix="-forget")
+    except MqttConfigError as e:
+        return False, str(e)
+    done = threading.Event()
+    client.on_connect = lambda c, u, f, rc, p=None: done.set()
+    where = f"{cfg.host}:{cfg.port}"
+    try:
+        client.connect(cfg.host, cfg.port, keepalive=10)
+    except (OSError, ssl.SSLError) as e:
+        return False, f"{where}: {e}"
+    client.loop_start()
+    try:
+        if not done.wait(timeout):
+            return False, f"{where}: no answer within {timeout:.0f} s"
+        infos = [client.publish(t, b"", qos=1, retain=True) for t in ha.retained_topics(cfg, device, labels)]
+        for info in infos:
+            info.wait_for_publish(timeout)
+        return True, f"{where}: cleared {len(infos)} retained topics of device {device}"
+    finally:
+        client.disconnect()
+        client.loop_stop()
