@@ -3,6 +3,7 @@
 #
 #   sudo deploy/install.sh                 install or upgrade, enable, start, run `emotion-edge check`
 #   sudo deploy/install.sh --with-broker   also install a local mosquitto broker
+#   sudo deploy/install.sh --no-picamera2  without the Pi camera stack: a USB webcam or an RTSP stream
 #   deploy/install.sh --dry-run            print every step, change nothing
 #   sudo deploy/install.sh --uninstall     remove what was added (keeps /etc/emotion-edge)
 #   sudo deploy/install.sh --uninstall --purge   ... and the configuration too
@@ -18,10 +19,10 @@ VENV="$PREFIX/venv"
 ETC=/etc/emotion-edge
 UNIT=/etc/systemd/system/emotion-edge.service
 
-DRY_RUN=0 UNINSTALL=0 PURGE=0 WITH_BROKER=0 START=1 CHECK_OK=1
+DRY_RUN=0 UNINSTALL=0 PURGE=0 WITH_BROKER=0 START=1 CHECK_OK=1 PICAMERA2=1
 ARCH_OVERRIDE="" CODENAME_OVERRIDE=""
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -30,6 +31,7 @@ while [ $# -gt 0 ]; do
         --purge) PURGE=1 ;;
         --with-broker) WITH_BROKER=1 ;;
         --no-start) START=0 ;;
+        --no-picamera2) PICAMERA2=0 ;;
         --arch) ARCH_OVERRIDE="${2:?--arch needs a value}"; shift ;;
         --codename) CODENAME_OVERRIDE="${2:?--codename needs a value}"; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -66,8 +68,11 @@ put_file() {
 detect_platform() {
     local os_release="$ROOT/etc/os-release"
     CODENAME="$CODENAME_OVERRIDE"
-    if [ -z "$CODENAME" ] && [ -r "$os_release" ]; then
-        CODENAME="$(sed -n 's/^VERSION_CODENAME=//p' "$os_release" | tr -d '"' | head -n1)"
+    OS_NAME="Debian"
+    if [ -r "$os_release" ]; then
+        [ -n "$CODENAME" ] || CODENAME="$(sed -n 's/^VERSION_CODENAME=//p' "$os_release" | tr -d '"' | head -n1)"
+        OS_NAME="$(sed -n 's/^PRETTY_NAME=//p' "$os_release" | tr -d '"' | head -n1)"
+        OS_NAME="${OS_NAME:-Debian}"
     fi
     # The userland's architecture, not the kernel's: 32-bit Raspberry Pi OS on a Pi 4/5 runs a 64-bit
     # kernel, so uname -m says aarch64 while every binary and wheel must be armhf.
@@ -90,16 +95,22 @@ detect_platform() {
     else
         RUNTIME="ai-edge-litert"
     fi
-    say "platform: Raspberry Pi OS $CODENAME, $BITS-bit ($ARCH), Python $PYVER, TFLite runtime $RUNTIME"
+    say "platform: $OS_NAME ($CODENAME), $BITS-bit userland ($ARCH), Python $PYVER, TFLite runtime $RUNTIME"
 }
 
 apt_packages() {
     # picamera2 and systemd bindings come from apt (they need libcamera and libsystemd);
     # the venv sees them through --system-site-packages.
-    local pkgs=(python3-venv python3-pip python3-picamera2 python3-systemd python3-numpy)
+    local pkgs=(python3-venv python3-pip python3-systemd python3-numpy)
+    [ "$PICAMERA2" = 1 ] && pkgs+=(python3-picamera2)
     [ "$WITH_BROKER" = 1 ] && pkgs+=(mosquitto mosquitto-clients)
     say "apt packages: ${pkgs[*]}"
     run apt-get update
+    if [ "$PICAMERA2" = 1 ] && [ "$DRY_RUN" = 0 ] && \
+            ! apt-cache policy python3-picamera2 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+        die "python3-picamera2 is not in this system's apt sources (Raspberry Pi OS has it; plain Debian does not). For a USB webcam or an RTSP stream instead: sudo deploy/install.sh --no-picamera2"
+    fi
+    [ "$PICAMERA2" = 1 ] || say "without python3-picamera2 (--no-picamera2): for a USB webcam or an RTSP stream"
     run env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${pkgs[@]}"
 }
 
@@ -134,8 +145,21 @@ python_env() {
         say "numpy: keeping the system's $np_version"
         echo "numpy==$np_version" > "$constraints"
     fi
-    run "$ROOT$VENV/bin/pip" install --upgrade --no-cache-dir --constraint "$constraints" "$REPO" "$RUNTIME"
-    rm -f "$constraints"
+    # Built from a copy: pip would otherwise leave root-owned build/ and *.egg-info/ in the user's checkout,
+    # and stale files there could leak into a later upgrade.
+    local src
+    src="$(mktemp -d)"
+    if [ "$DRY_RUN" = 1 ]; then
+        printf '    + copy %s (without .git, .venv, build/, *.egg-info) to %s\n' "$REPO" "$src"
+    else
+        tar -C "$REPO" --exclude=./.git --exclude=./.venv --exclude=./build --exclude='*.egg-info' -cf - . | tar -C "$src" -xf -
+    fi
+    run "$ROOT$VENV/bin/pip" install --upgrade --no-cache-dir --constraint "$constraints" "$src" "$RUNTIME"
+    rm -rf "$constraints" "$src"
+    # The service's venv must import the system's numpy together with apt's picamera2 and OpenCV.
+    local imports="import numpy, cv2"
+    [ "$PICAMERA2" = 1 ] && imports="$imports, picamera2"
+    run "$ROOT$VENV/bin/python" -c "$imports; print('imports ok: numpy', numpy.__version__, 'OpenCV', cv2.__version__)"
 }
 
 config_files() {
@@ -150,6 +174,10 @@ config_files() {
         fi
     else
         put_file "$REPO/deploy/config.toml" "$ETC/config.toml" 0644
+        if [ "$PICAMERA2" = 0 ]; then
+            say "[camera] source = \"webcam:0\" (--no-picamera2; an RTSP URL works there too)"
+            run sed -i 's|^source = "auto"|source = "webcam:0"|' "$ROOT$ETC/config.toml"
+        fi
     fi
     # LoadCredential= needs the file to exist; an empty one means "no password".
     if [ ! -e "$ROOT$ETC/mqtt-password" ]; then
@@ -170,7 +198,7 @@ check() {
     say "emotion-edge check (the service is stopped meanwhile: one process per camera)"
     run systemctl stop emotion-edge.service
     CHECK_OK=1
-    run runuser -u "$SERVICE_USER" -- "$ROOT$VENV/bin/emotion-edge" check --config "$ROOT$ETC/config.toml" || CHECK_OK=0
+    run runuser -u "$SERVICE_USER" -- "$ROOT$VENV/bin/emotion-edge" check --service --config "$ROOT$ETC/config.toml" || CHECK_OK=0
 }
 
 start_service() {

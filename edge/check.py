@@ -14,14 +14,19 @@ def _line(name: str, ok: bool | None, text: str) -> bool:
     return ok is not False
 
 
-def check_camera(cfg: Config, spec: str | None) -> bool:
+def check_camera(cfg: Config, spec: str | None, service: bool = False) -> bool:
     from .sources import SourceError, describe_auto, open_source
 
     spec = spec or cfg.camera.source
     if spec.lower() == "auto":
         chosen = describe_auto()
         if chosen == "demo":
-            return _line("camera", None, "no Pi camera or webcam found; `run` would play the built-in demo clip")
+            if service:  # the service never plays the demo: it would fail at start
+                return _line("camera", False, "no Pi camera or USB webcam found: the service would not start "
+                                              "(check the ribbon cable, `rpicam-hello --list-cameras`, or set "
+                                              "[camera] source)")
+            return _line("camera", None, "no Pi camera or USB webcam found; `run` in a terminal would play the "
+                                         "built-in demo clip, the service would not start")
         spec = chosen
     try:
         src = open_source(spec, cfg.camera)
@@ -83,6 +88,6 @@ def check_broker(cfg: Config, timeout: float) -> bool:
     return _line("broker", ok, text)
 
 
-def run_checks(cfg: Config, spec: str | None, timeout: float = 5.0) -> int:
-    results = [check_camera(cfg, spec), check_model(cfg), check_cascade(cfg), check_broker(cfg, timeout)]
+def run_checks(cfg: Config, spec: str | None, timeout: float = 5.0, service: bool = False) -> int:
+    results = [check_camera(cfg, spec, service), check_model(cfg), check_cascade(cfg), check_broker(cfg, timeout)]
     return 0 if all(results) else 1

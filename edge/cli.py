@@ -156,7 +156,7 @@ def cmd_check(args) -> int:
         from .selftest import run_selftest
 
         return run_selftest(cfg, args.source, frames=args.frames, timeout=args.timeout)
-    return run_checks(cfg, args.source, timeout=args.timeout)
+    return run_checks(cfg, args.source, timeout=args.timeout, service=args.service)
 
 
 def cmd_bench(args) -> int:
@@ -213,6 +213,8 @@ def parser() -> argparse.ArgumentParser:
                                                        "the pipeline with timings, preview, MQTT round trip, "
                                                        "systemd, temperature; a report to paste into a bug report")
     c.add_argument("--frames", type=int, default=100, metavar="N", help="frames for --full (default 100)")
+    c.add_argument("--service", action="store_true", help="judge as the service would run: no camera is a failure "
+                                                          "(the service never plays the demo clip)")
     c.set_defaults(func=cmd_check)
 
     b = sub.add_parser("bench", help="time the pipeline against the thesis loop on the same frames")

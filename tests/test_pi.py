@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tomllib
 
@@ -54,7 +55,7 @@ def test_installer_checks_before_it_starts_the_service(tmp_path):
                        capture_output=True, text=True, env=dict(os.environ, EMOTION_EDGE_ROOT=str(tmp_path)), timeout=60)
     assert r.returncode == 0, r.stderr
     out = r.stdout
-    stop, check, start = (out.index("systemctl stop emotion-edge.service"), out.index("emotion-edge check --config"),
+    stop, check, start = (out.index("systemctl stop emotion-edge.service"), out.index("emotion-edge check --service --config"),
                           out.index("systemctl restart emotion-edge.service"))
     assert stop < check < start
 
@@ -184,3 +185,28 @@ def test_selftest_on_the_pi_camera_with_preview_and_broker(broker, tmp_path):
     assert "ok   preview   DRM" in out and "overlay commits" in out
     assert "round trip" in out
     assert out.splitlines()[-1] == "selftest: 3 ok, 0 warn, 0 fail"
+
+
+def test_installer_without_picamera2_installs_for_a_webcam(tmp_path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "os-release").write_text('PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nVERSION_CODENAME=trixie\n')
+    r = subprocess.run(["bash", str(ROOT / "deploy" / "install.sh"), "--dry-run", "--arch", "arm64", "--no-picamera2"],
+                       capture_output=True, text=True, env=dict(os.environ, EMOTION_EDGE_ROOT=str(tmp_path)), timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "Debian GNU/Linux 13 (trixie)" in out and "Raspberry Pi OS" not in out  # says what it is
+    assert "python3-picamera2" not in out.split("apt-get install", 1)[1].splitlines()[0]
+    assert 'source = "webcam:0"' in out
+    assert "-c import numpy, cv2; print" in out  # the venv's imports are checked, without picamera2
+    assert "check --service" in out
+    copied = re.search(r"\+ copy \S+ .* to (\S+)", out)
+    assert copied and f"pip install --upgrade --no-cache-dir --constraint" in out and copied.group(1) in out
+
+
+def test_check_as_the_service_fails_without_a_camera_instead_of_promising_the_demo():
+    r = emotion_edge("check", "--service", "--source", "auto")
+    line = next(ln for ln in r.stdout.splitlines() if " camera " in ln)
+    assert r.returncode == 1 and line.startswith("FAIL") and "service would not start" in line, r.stdout
+    r = emotion_edge("check", "--source", "auto")
+    line = next(ln for ln in r.stdout.splitlines() if " camera " in ln)
+    assert line.startswith("skip") and "the service would not start" in line

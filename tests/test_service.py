@@ -210,8 +210,9 @@ def test_installer_dry_run(tmp_path, codename, arch, python, runtime):
     r = dry_run(tmp_path, "--arch", arch)
     assert r.returncode == 0, r.stderr
     out = r.stdout
-    assert f"Raspberry Pi OS {codename}" in out and f"Python {python}" in out
-    assert "apt-get install -y --no-install-recommends python3-venv python3-pip python3-picamera2 python3-systemd" in out
+    assert f"Debian ({codename})" in out and f"Python {python}" in out
+    assert "apt-get install -y --no-install-recommends python3-venv python3-pip python3-systemd python3-numpy " \
+           "python3-picamera2" in out
     assert "useradd --system" in out and "usermod -a -G video emotion-edge" in out
     assert "venv --system-site-packages" in out and re.search(rf"pip install .* {runtime}$", out, re.M), out
     assert f"write /etc/systemd/system/emotion-edge.service (mode 0644, sha256 {sha(UNIT)}" in out
