@@ -21,9 +21,13 @@ class ModelError(RuntimeError):
     pass
 
 
-def shipped_model() -> Path:
-    """The int8 model installed with the package (``model/`` in the repository)."""
-    return Path(str(resources.files("emotion_model") / "emotion_int8.tflite"))
+# The models installed with the package (``model/`` in the repository), by the name [classifier] model takes.
+SHIPPED = {"accurate": "emotion_int8.tflite", "fast": "emotion_fast_int8.tflite"}
+
+
+def shipped_model(name: str = "accurate") -> Path:
+    """A model installed with the package: "accurate" (the default) or "fast" (for slow CPUs)."""
+    return Path(str(resources.files("emotion_model") / SHIPPED[name]))
 
 
 def read_labels(path: Path) -> tuple[str, ...]:
@@ -69,7 +73,7 @@ class Classifier:
 
     def __init__(self, model_path: str | Path | None = None, labels_path: str | Path | None = None,
                  threads: int = 1, margin: float = 0.0, flip: bool = False, photometric: str = "auto"):
-        path = Path(model_path) if model_path else shipped_model()
+        path = shipped_model(model_path or "accurate") if (model_path or "accurate") in SHIPPED else Path(model_path)
         if not path.is_file():
             raise ModelError(f"{path}: model file not found")
         try:

@@ -71,7 +71,9 @@ class DetectorConfig:
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    model: str = ""  # empty: the shipped model/emotion_int8.tflite
+    # "" or "accurate": the shipped 147 M-MAC model; "fast": the shipped 37 M-MAC one for slow CPUs (a Pi 3 or
+    # Zero 2, or several faces at once); or the path of a .tflite of your own (model card: the contract).
+    model: str = ""
     labels: str = ""  # empty: the labels file beside the model
     threads: int = num(1, 1, 64)
     margin: float = num(0.0, -0.2, 1.0)  # crop margin around the Haar box, fraction of its size per side (see model card)
@@ -136,7 +138,7 @@ class ServiceConfig:
     # Shown as is in Home Assistant; in topics and ids as lower case [a-z0-9_-] ("Living Room" -> living_room).
     # Empty: the host name.
     device: str = ""
-    status_interval: float = num(5.0, 0.1, 3600.0)
+    status_interval: float = num(5.0, 0.01, 3600.0)
     log_level: str = "info"
 
 

@@ -95,6 +95,8 @@ class Pipeline:
                 found = with_roll(self.detector.detect_padded(frame.gray, tilted=self.tilted))
                 if len(found):
                     boxes_g, padded = found, True
+        else:
+            boxes_g = self.tracker.predicted_boxes() / to_main
         t1 = pc()
         scores = self.classifier.classify(frame.gray, boxes_g)
         t2 = pc()

@@ -49,7 +49,7 @@ def test_bad_config_names_the_key(tmp_path, text, message):
 def test_int_is_accepted_for_float_and_device_is_sanitised():
     c = config.from_dict({"tracker": {"smoothing": 1}, "service": {"device": ""}})
     assert c.tracker.smoothing == 1.0 and isinstance(c.tracker.smoothing, float)
-    assert config.sanitise_topic("Pi Kitchen/#1+") == "pi_kitchen_1"
+    assert config.node_id("Pi Kitchen/#1+") == "pi_kitchen_1"
 
 
 def test_cli_reports_unknown_key_and_exits_2(tmp_path):

@@ -34,7 +34,7 @@ def header_size(head: bytes) -> tuple[int, int] | None:
     for other formats or a header that does not say."""
     if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
         return struct.unpack(">II", head[16:24])
-    if head[:6] in (b"GIF87a", b"GIF89a"):
+    if head[:6] in (b"GIF87a", b"GIF89a") and len(head) >= 13:  # a real GIF has at least its screen descriptor
         return struct.unpack("<HH", head[6:10])
     if head[:2] == b"BM" and len(head) >= 26:
         w, h = struct.unpack("<ii", head[18:26])
