@@ -56,13 +56,19 @@ mount --bind "$WORK/cpuinfo" "$ROOTFS/proc/cpuinfo"
 cp /etc/ssl/certs/ca-certificates.crt "$ROOTFS/etc/ssl/certs/host-ca.crt"
 cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf" 2>/dev/null || true
 
+in_root() { chroot "$ROOTFS" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root QEMU_CPU=cortex-a72 \
+    PIP_CERT=/etc/ssl/certs/host-ca.crt LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"; }
+
+if [ ! -x "$ROOTFS/usr/bin/systemctl" ]; then
+    # Pi OS has systemd; a minbase root does not. Enabling a unit works without a running manager.
+    say "systemd (for systemctl enable) into the root"
+    in_root apt-get install -y -qq --no-install-recommends systemd > "$WORK/systemd.log" 2>&1
+fi
+
 say "copy the checkout (tracked files) and sample photos into the root"
 rm -rf "$ROOTFS/src" && mkdir -p "$ROOTFS/src/emotion-edge" "$ROOTFS/src/samples"
 git -C "$REPO" ls-files -z | (cd "$REPO" && xargs -0 cp --parents -t "$ROOTFS/src/emotion-edge")
 "$REPO/.venv/bin/python" "$REPO/scripts/sample_photos.py" "$ROOTFS/src/samples"
-
-in_root() { chroot "$ROOTFS" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root QEMU_CPU=cortex-a72 \
-    PIP_CERT=/etc/ssl/certs/host-ca.crt LANG=C.UTF-8 "$@"; }
 
 say "deploy/install.sh --no-picamera2 --no-start in the root (log: $WORK/install.log)"
 set +e
