@@ -111,14 +111,18 @@ def test_a_device_named_like_a_room_appears_under_safe_topics(broker, tmp_path):
     assert {c["device"]["name"] for _, c in configs} == {"emotion-edge Living Room"}
 
 
-def test_two_runs_with_the_same_device_name_do_not_kick_each_other(broker, tmp_path):
-    cfg = mqtt_cfg(tmp_path, broker.port, "raspberrypi")
-    a = spawn("run", "--config", str(cfg), "--source", "demo:100000", "--events", "none")
-    b = spawn("run", "--config", str(cfg), "--source", "demo:100000", "--events", "none")
+def two_runs(cfg, seconds: float) -> list[str]:
+    """Two runs of the same config side by side for ``seconds``; their logs."""
+    runs = [spawn("run", "--config", str(cfg), "--source", "demo:100000", "--events", "none") for _ in range(2)]
     try:
-        time.sleep(8)
+        time.sleep(seconds)
     finally:
-        errs = [stop(p)[1] for p in (a, b)]
+        logs = [stop(p)[1] for p in runs]
+    return logs
+
+
+def test_two_runs_with_the_same_device_name_do_not_kick_each_other(broker, tmp_path):
+    errs = two_runs(mqtt_cfg(tmp_path, broker.port, "raspberrypi"), 8)
     for err in errs:
         assert "MQTT connected" in err and "reconnect" not in err.split("MQTT:")[0], err
         assert "same client id" not in err
@@ -127,13 +131,7 @@ def test_two_runs_with_the_same_device_name_do_not_kick_each_other(broker, tmp_p
 
 
 def test_a_taken_client_id_is_named_in_the_log(broker, tmp_path):
-    cfg = mqtt_cfg(tmp_path, broker.port, "pi", 'client_id = "same"')
-    a = spawn("run", "--config", str(cfg), "--source", "demo:100000", "--events", "none")
-    b = spawn("run", "--config", str(cfg), "--source", "demo:100000", "--events", "none")
-    try:
-        time.sleep(12)
-    finally:
-        errs = [stop(p)[1] for p in (a, b)]
+    errs = two_runs(mqtt_cfg(tmp_path, broker.port, "pi", 'client_id = "same"'), 12)
     assert any("same client id 'same'" in e for e in errs), errs
 
 

@@ -9,6 +9,7 @@ retries with backoff (1 s -> 60 s) and reconnects.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
 import logging
@@ -104,13 +105,16 @@ def make_client(cfg: MqttConfig, device: str, availability_topic: str | None = N
     return client
 
 
-def probe(cfg: MqttConfig, device: str, timeout: float = 5.0, roundtrip: bool = False) -> tuple[bool, str]:
-    """Connect once and report; used by ``emotion-edge check``. With ``roundtrip``, also publish one
-    message to a topic of our own and time it back through the broker (the self-test)."""
+@contextlib.contextmanager
+def connection(cfg: MqttConfig, device: str, suffix: str, timeout: float):
+    """A short-lived connection for a command: yields (client, "host:port") once the broker accepted it, or
+    (None, the one-line reason) when it did not."""
+    where = f"{cfg.host}:{cfg.port}"
     try:
-        client = make_client(cfg, device, suffix="-check")
+        client = make_client(cfg, device, suffix=suffix)
     except MqttConfigError as e:
-        return False, str(e)
+        yield None, str(e)
+        return
     result: dict = {}
     done = threading.Event()
 
@@ -119,18 +123,30 @@ def probe(cfg: MqttConfig, device: str, timeout: float = 5.0, roundtrip: bool = 
         done.set()
 
     client.on_connect = on_connect
-    where = f"{cfg.host}:{cfg.port}"
     try:
         client.connect(cfg.host, cfg.port, keepalive=10)
     except (OSError, ssl.SSLError) as e:
-        return False, f"{where}: {e}"
+        yield None, f"{where}: {e}"
+        return
     client.loop_start()
     try:
         if not done.wait(timeout):
-            return False, f"{where}: no answer within {timeout:.0f} s"
-        rc = result["rc"]
-        if rc.is_failure:
-            return False, f"{where}: refused: {rc}"
+            yield None, f"{where}: no answer within {timeout:.0f} s"
+        elif result["rc"].is_failure:
+            yield None, f"{where}: refused: {result['rc']}"
+        else:
+            yield client, where
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def probe(cfg: MqttConfig, device: str, timeout: float = 5.0, roundtrip: bool = False) -> tuple[bool, str]:
+    """Connect once and report; used by ``emotion-edge check``. With ``roundtrip``, also publish one
+    message to a topic of our own and time it back through the broker (the self-test)."""
+    with connection(cfg, device, "-check", timeout) as (client, where):
+        if client is None:
+            return False, where
         text = f"{where}{' (TLS)' if cfg.tls else ''}, user {cfg.username or '-'}"
         if roundtrip:
             back = threading.Event()
@@ -144,10 +160,6 @@ def probe(cfg: MqttConfig, device: str, timeout: float = 5.0, roundtrip: bool = 
                 return False, f"{text}: published, but nothing came back within {timeout:.0f} s (ACL?)"
             text += f", round trip {1000 * (time.monotonic() - t):.1f} ms"
         return True, text
-    finally:
-        client.disconnect()
-        client.loop_stop()
-
 
 
 class MqttSink(Sink):
@@ -433,25 +445,10 @@ def _snapshot_jpeg(image, event) -> bytes | None:
 def forget(cfg: MqttConfig, device: str, labels=(), timeout: float = 10.0) -> tuple[bool, str]:
     """Clear every retained message emotion-edge left for ``device`` (discovery configs, state, stats, summary,
     availability): Home Assistant then removes the device and its entities."""
-    try:
-        client = make_client(cfg, device, suffix="-forget")
-    except MqttConfigError as e:
-        return False, str(e)
-    done = threading.Event()
-    client.on_connect = lambda c, u, f, rc, p=None: done.set()
-    where = f"{cfg.host}:{cfg.port}"
-    try:
-        client.connect(cfg.host, cfg.port, keepalive=10)
-    except (OSError, ssl.SSLError) as e:
-        return False, f"{where}: {e}"
-    client.loop_start()
-    try:
-        if not done.wait(timeout):
-            return False, f"{where}: no answer within {timeout:.0f} s"
+    with connection(cfg, device, "-forget", timeout) as (client, where):
+        if client is None:
+            return False, where
         infos = [client.publish(t, b"", qos=1, retain=True) for t in ha.retained_topics(cfg, device, labels)]
         for info in infos:
             info.wait_for_publish(timeout)
         return True, f"{where}: cleared {len(infos)} retained topics of device {device}"
-    finally:
-        client.disconnect()
-        client.loop_stop()
