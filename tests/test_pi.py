@@ -210,3 +210,26 @@ def test_check_as_the_service_fails_without_a_camera_instead_of_promising_the_de
     r = emotion_edge("check", "--source", "auto")
     line = next(ln for ln in r.stdout.splitlines() if " camera " in ln)
     assert line.startswith("skip") and "the service would not start" in line
+
+
+@pytest.mark.parametrize("dpkg_arch, kernel, bits, runtime", [
+    ("armhf", "aarch64", "32-bit", "tflite-runtime"),  # 32-bit Pi OS on a Pi 4/5: a 64-bit kernel
+    ("arm64", "aarch64", "64-bit", "ai-edge-litert"),
+])
+def test_installer_takes_the_architecture_from_the_userland(tmp_path, dpkg_arch, kernel, bits, runtime):
+    """raspberrypi/linux#5981: 32-bit Raspberry Pi OS boots a 64-bit kernel on a Pi 4/5, so uname -m says
+    aarch64; dpkg says what every binary and wheel must be."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name, out in (("dpkg", dpkg_arch), ("uname", kernel)):
+        (fake / name).write_text(f"#!/bin/sh\necho {out}\n")
+        (fake / name).chmod(0o755)
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "os-release").write_text('PRETTY_NAME="Raspbian GNU/Linux 12 (bookworm)"\n'
+                                                 "VERSION_CODENAME=bookworm\n")
+    env = dict(os.environ, EMOTION_EDGE_ROOT=str(tmp_path), PATH=f"{fake}:{os.environ['PATH']}")
+    r = subprocess.run(["bash", str(ROOT / "deploy" / "install.sh"), "--dry-run"], capture_output=True, text=True,
+                       env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert f"{bits} userland" in r.stdout and f"TFLite runtime {runtime}" in r.stdout
+    assert re.search(rf"pip install .* {runtime}$", r.stdout, re.M)

@@ -526,3 +526,32 @@ def test_huge_images_are_refused_from_their_header(tmp_path):
     for ext in (".jpg", ".png", ".bmp", ".webp"):
         ok, buf = cv2.imencode(ext, np.zeros((77, 91, 3), np.uint8))
         assert header_size(buf.tobytes()) == (91, 77), ext
+
+
+def test_hostile_files_and_paths_are_one_line_each(tmp_path):
+    """A labels path that does not exist is an error (it used to fall back to the built-in labels); a file
+    that is not a cascade, or a model with damaged bytes, is one line and no traceback; output paths in a
+    missing folder are usage errors (2), for --events as for --annotate."""
+    from edge.classify import shipped_model
+
+    def run(*args, config=""):
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(config)
+        return emotion_edge("run", "--config", str(cfg), "--source", "demo:2", *args, timeout=60)
+
+    r = run(config=f'[classifier]\nlabels = "{tmp_path}/no-labels.txt"\n')
+    assert r.returncode == 1 and "no-labels.txt: cannot read labels" in r.stderr and "Traceback" not in r.stderr
+    junk = tmp_path / "junk.xml"
+    junk.write_text("<opencv_storage><cascade>nonsense</cascade></opencv_storage>")
+    r = run(config=f'[detector]\ncascade = "{junk}"\n')
+    assert r.returncode == 1 and "not a valid Haar cascade" in r.stderr and "Traceback" not in r.stderr
+    blob = bytearray(shipped_model().read_bytes())
+    for where in (16, 64, len(blob) // 3, len(blob) - 2000):
+        bad = tmp_path / f"bad{where}.tflite"
+        damaged = bytearray(blob)
+        damaged[where:where + 64] = bytes(range(64))
+        bad.write_bytes(damaged)
+        r = run(config=f'[classifier]\nmodel = "{bad}"\n')
+        assert "Traceback" not in r.stderr and r.returncode in (0, 1), (where, r.stderr[-800:])
+    assert run("--events", str(tmp_path / "nowhere" / "e.jsonl")).returncode == 2
+    assert run("--annotate", str(tmp_path / "nowhere" / "a.mp4")).returncode == 2
