@@ -114,8 +114,8 @@ class Classifier:
         faces = preprocess.photometric(faces, self.preprocess)
         return preprocess.quantize(faces, self.in_scale, self.in_zero, self.in_dtype)
 
-    def prepare(self, gray: np.ndarray, boxes) -> np.ndarray:
-        return self.model_input(preprocess.patches(gray, boxes, self.margin))
+    def prepare(self, gray: np.ndarray, boxes, main: np.ndarray | None = None, scale=(1.0, 1.0)) -> np.ndarray:
+        return self.model_input(preprocess.sharper_patches(gray, boxes, self.margin, main, scale))
 
     def scores_for_input(self, x: np.ndarray) -> np.ndarray:
         """Scores [N,7] (probabilities, float32) for an already-quantized batch."""
@@ -134,13 +134,14 @@ class Classifier:
             y = (y - self.out_zero) * self.out_scale
         return y
 
-    def classify(self, gray: np.ndarray, boxes) -> np.ndarray:
-        """Scores [N,7] for faces ``boxes`` (x, y, w, h in ``gray`` coordinates).
+    def classify(self, gray: np.ndarray, boxes, main: np.ndarray | None = None, scale=(1.0, 1.0)) -> np.ndarray:
+        """Scores [N,7] for faces ``boxes`` (x, y, w, h in ``gray`` coordinates); small faces are cut from
+        ``main`` (the frame's BGR image, ``scale`` times larger) when there is one.
 
         With ``flip``, each face is also classified mirrored, in the same batched call, and
         the two score vectors are averaged (faces are near-symmetric; their errors are not).
         """
-        x = self.prepare(gray, boxes)
+        x = self.prepare(gray, boxes, main, scale)
         if not self.flip or not len(x):
             return self.scores_for_input(x)
         p = self.scores_for_input(np.concatenate([x, x[:, :, ::-1]]))

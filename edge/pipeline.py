@@ -98,7 +98,7 @@ class Pipeline:
         else:
             boxes_g = self.tracker.predicted_boxes() / to_main
         t1 = pc()
-        scores = self.classifier.classify(frame.gray, boxes_g)
+        scores = self.classifier.classify(frame.gray, boxes_g, frame.main, (sx, sy))
         t2 = pc()
         boxes_m = boxes_g * to_main
         tracks = self.tracker.update(boxes_m, scores)

@@ -622,3 +622,24 @@ def test_pair_is_one_graph_averaging_its_members(tmp_path, fer_data):
     np.testing.assert_allclose(joined, np.mean(members, axis=0), atol=1e-4)
     int8 = tflite_scores(out / "emotion_int8.tflite", faces)
     assert np.abs(int8 - joined).max() < 0.1
+
+
+def test_small_faces_are_cut_from_the_main_image(fer_data):
+    """A face under SHARP_BELOW px on the detection plane is cropped from the frame's main image when there is
+    one (twice the resolution on a Pi camera): the same face as a direct crop of the main image."""
+    import cv2
+
+    from edge.preprocess import SHARP_BELOW, face_patch, patches, sharper_patches
+
+    face = cv2.resize(fer_data["PublicTest"].x[0], (80, 80), interpolation=cv2.INTER_CUBIC)
+    frame = np.full((480, 640), 110, np.uint8)
+    frame[200:280, 300:380] = face
+    main = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    plane = cv2.resize(frame, (320, 240), interpolation=cv2.INTER_AREA)
+    small = [(150.0, 100.0, 40.0, 40.0)]
+    got = sharper_patches(plane, small, 0.0, main, (2.0, 2.0))
+    np.testing.assert_array_equal(got[0], face_patch(frame, (300.0, 200.0, 80.0, 80.0), 0.0))
+    assert not np.array_equal(got, patches(plane, small, 0.0))
+    big = [(100.0, 60.0, float(SHARP_BELOW), float(SHARP_BELOW))]
+    np.testing.assert_array_equal(sharper_patches(plane, big, 0.0, main, (2.0, 2.0)), patches(plane, big, 0.0))
+    np.testing.assert_array_equal(sharper_patches(plane, small, 0.0, None, (2.0, 2.0)), patches(plane, small, 0.0))
