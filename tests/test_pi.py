@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import tomllib
 
 import pytest
@@ -233,3 +234,29 @@ def test_installer_takes_the_architecture_from_the_userland(tmp_path, dpkg_arch,
     assert r.returncode == 0, r.stderr
     assert f"{bits} userland" in r.stdout and f"TFLite runtime {runtime}" in r.stdout
     assert re.search(rf"pip install .* {runtime}$", r.stdout, re.M)
+
+
+@pytest.mark.parametrize("release, python", [("bookworm", "3.11"), ("trixie", "3.13")])
+def test_pins_have_aarch64_wheels_on_pypi(tmp_path, release, python):
+    """Against PyPI's real metadata: what the pins select for 64-bit Pi OS exists as an aarch64 wheel for the
+    release's Python (nothing is built from source on a Pi), and the old numpy<2 pin had none on Trixie."""
+    deps = _deps_for(python, "aarch64")
+    wanted = [f"numpy{deps['numpy']}", f"opencv-python-headless{deps['opencv-python-headless']}",
+              "ai-edge-litert>=2.3,<3"]
+
+    def download(*specs):
+        return subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                               "--platform", "manylinux_2_28_aarch64", "--platform", "manylinux2014_aarch64",
+                               "--platform", "manylinux_2_17_aarch64", "--platform", "manylinux_2_27_aarch64",
+                               "--platform", "manylinux_2_34_aarch64", "--python-version", python,
+                               "--implementation", "cp", "-d", str(tmp_path), "--no-cache-dir", *specs],
+                              capture_output=True, text=True, timeout=600)
+
+    for spec in wanted:
+        r = download(spec)
+        if r.returncode and ("NewConnectionError" in r.stderr or "Network is unreachable" in r.stderr):
+            pytest.skip("PyPI is not reachable from here")
+        assert r.returncode == 0, (spec, r.stderr[-1500:])
+    assert len(list(tmp_path.glob("*aarch64*.whl"))) == 3
+    if release == "trixie":
+        assert download("numpy>=1.24,<2").returncode != 0  # the pin this replaced: no wheel, a source build
