@@ -73,7 +73,8 @@ class Classifier:
 
     def __init__(self, model_path: str | Path | None = None, labels_path: str | Path | None = None,
                  threads: int = 1, margin: float = 0.0, flip: bool = False, photometric: str = "auto"):
-        path = shipped_model(model_path or "accurate") if (model_path or "accurate") in SHIPPED else Path(model_path)
+        name = str(model_path or "accurate")
+        path = shipped_model(name) if name in SHIPPED else Path(name)
         if not path.is_file():
             raise ModelError(f"{path}: model file not found")
         try:

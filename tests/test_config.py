@@ -36,6 +36,11 @@ def test_shipped_config_documents_every_key():
     ("[display]\nhttp = \"8080\"\n", "display.http: expected HOST:PORT"),
     ("[classifier]\nthreads = 0\n", "classifier.threads: must be within 1..64, got 0"),
     ("[detector\n", "invalid TOML"),
+    # Names that cannot be MQTT topic levels or Home Assistant ids.
+    ('[service]\ndevice = "///"\n', "service.device: '///' has no letter or digit"),
+    ('[mqtt]\nprefix = "a/+/b"\n', "mqtt.prefix: 'a/+/b': MQTT wildcards"),
+    ('[mqtt]\ndiscovery_prefix = "ha/#"\n', "mqtt.discovery_prefix: 'ha/#': MQTT wildcards"),
+    ('[mqtt]\nprefix = "a//b"\n', "mqtt.prefix: 'a//b': empty topic level"),
 ])
 def test_bad_config_names_the_key(tmp_path, text, message):
     p = tmp_path / "c.toml"

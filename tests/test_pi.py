@@ -201,7 +201,7 @@ def test_installer_without_picamera2_installs_for_a_webcam(tmp_path):
     assert "-c import numpy, cv2; print" in out  # the venv's imports are checked, without picamera2
     assert "check --service" in out
     copied = re.search(r"\+ copy \S+ .* to (\S+)", out)
-    assert copied and f"pip install --upgrade --no-cache-dir --constraint" in out and copied.group(1) in out
+    assert copied and "pip install --upgrade --no-cache-dir --constraint" in out and copied.group(1) in out
 
 
 def test_check_as_the_service_fails_without_a_camera_instead_of_promising_the_demo():
