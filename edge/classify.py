@@ -135,6 +135,19 @@ class Classifier:
             y = (y - self.out_zero) * self.out_scale
         return y
 
+    def ms_per_face(self, runs: int = 8) -> float:
+        """The median wall time of one face through the model on this CPU (after one warm-up call)."""
+        import time
+
+        x = self.model_input(np.full((1, preprocess.SIDE, preprocess.SIDE), 128, np.uint8))
+        self.scores_for_input(x)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            self.scores_for_input(x)
+            times.append((time.perf_counter() - t0) * 1000)
+        return float(np.median(times))
+
     def classify(self, gray: np.ndarray, boxes, main: np.ndarray | None = None, scale=(1.0, 1.0)) -> np.ndarray:
         """Scores [N,7] for faces ``boxes`` (x, y, w, h in ``gray`` coordinates); small faces are cut from
         ``main`` (the frame's BGR image, ``scale`` times larger) when there is one.

@@ -21,7 +21,8 @@ def _config(args) -> Config:
     path = args.config
     if path is None and os.environ.get("EMOTION_EDGE_CONFIG"):
         path = os.environ["EMOTION_EDGE_CONFIG"]
-    return load(path)
+    cfg = load(path)
+    return cfg.replace("camera", replay="live") if getattr(args, "live", False) else cfg
 
 
 def _under_systemd() -> bool:
@@ -135,7 +136,9 @@ def cmd_run(args) -> int:
     if result.reason == "source-error":
         log.error("source failed after %s: %s", summary, result.error)
         return EXIT_FAILURE
-    if result.reason == "ended" and source.live:
+    if getattr(source, "dropped", 0):
+        summary += f", {source.dropped} dropped (the pipeline was busy when they came)"
+    if result.reason == "ended" and source.live and not hasattr(source, "dropped"):
         log.error("live source ended unexpectedly after %s", summary)
         return EXIT_FAILURE
     if result.reason == "ended" and result.frames == 0:
@@ -164,7 +167,7 @@ def cmd_bench(args) -> int:
 
     cfg = _config(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return run_bench(cfg, args.source, args.frames, args.json)
+    return run_bench(cfg, args.source, args.frames, args.json, live=not args.recorded)
 
 
 def cmd_mqtt(args) -> int:
@@ -195,6 +198,8 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--config", metavar="FILE", help="TOML config (default: $EMOTION_EDGE_CONFIG, else built-in defaults)")
         sp.add_argument("--source", metavar="SPEC", help="auto | picamera2[:N] | webcam[:N] | demo[:FRAMES] | URL | "
                                                          "video file | image file | folder of images")
+        sp.add_argument("--live", action="store_true", help="play a video file or the demo clip as a camera would "
+                                                            "deliver it ([camera] replay = \"live\")")
 
     r = sub.add_parser("run", help="run the pipeline")
     common(r)
@@ -217,9 +222,11 @@ def parser() -> argparse.ArgumentParser:
                                                           "(the service never plays the demo clip)")
     c.set_defaults(func=cmd_check)
 
-    b = sub.add_parser("bench", help="time the pipeline against the thesis loop on the same frames")
+    b = sub.add_parser("bench", help="time the camera path: the source replayed live through it, per-stage ms, "
+                                     "CPU-ms per frame, latency, memory")
     common(b)
-    b.add_argument("--frames", type=int, default=150, metavar="N")
+    b.add_argument("--frames", type=int, default=300, metavar="N")
+    b.add_argument("--recorded", action="store_true", help="time the file path instead (every frame, file settings)")
     b.add_argument("--json", metavar="PATH", help="also write the numbers as JSON")
     b.set_defaults(func=cmd_bench)
 

@@ -41,6 +41,10 @@ class CameraConfig:
     # faces may be small (a person across the room in a 1080p clip).
     still_max_width: int = num(2048, 64, 16384)
     video_max_width: int = num(640, 64, 8192)
+    # "live": play a video file or the demo clip as a camera would deliver it (the lores-sized plane, the live
+    # defaults, paced at the file's rate, the newest frame only when the pipeline falls behind); "recorded":
+    # every frame, as fast as it goes, with the file settings.
+    replay: str = "recorded"
     # Restart a video file at its end instead of ending the run.
     loop: bool = False
     # Seconds without a frame from a live camera before it counts as hung (the run then fails, and systemd
@@ -66,13 +70,20 @@ class DetectorConfig:
     # since each angle costs one more search per frame.
     tilt: float = num(20.0, 0.0, 45.0)
     tilt_live: bool = False
-    every: int = num(1, 1, 100)  # run Haar on every k-th frame; boxes are carried by the tracker in between
+    # Live sources: scan the whole plane every k-th frame (0: k chosen from the measured scan cost and the frame
+    # period, 2..10) and between scans look for each tracked face only near where it was (``windows``; off: its
+    # box is carried). Files and photos: every frame, or every k-th with k > 0.
+    every: int = num(0, 0, 100)
+    windows: bool = True
+    # Threads for the frame work: 1 keeps it all on the capture thread; 2 or more also classify tracked faces on
+    # a worker beside each full scan and let OpenCV split the full scan over this many threads.
+    threads: int = num(1, 1, 8)
 
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    # "" or "accurate": the shipped 147 M-MAC model; "fast": the shipped 37 M-MAC one for slow CPUs (a Pi 3 or
-    # Zero 2, or several faces at once); or the path of a .tflite of your own (model card: the contract).
+    # "": the shipped 147 M-MAC model, or the shipped 37 M-MAC one where a face takes it over budget_ms (a Pi 4 or
+    # older); "accurate" or "fast": that one; or the path of a .tflite of your own (model card: the contract).
     model: str = ""
     labels: str = ""  # empty: the labels file beside the model
     threads: int = num(1, 1, 64)
@@ -84,6 +95,12 @@ class ClassifierConfig:
     # The photometric step applied to each 48x48 face: "auto" takes the one the model was trained with
     # (the .json beside it); "none", "stretch" or "equalize" must agree with it.
     preprocess: str = "auto"
+    # Live sources: each face is re-classified at most this often per second (at once when it appears or moves),
+    # its scores carried and smoothed in between; 0: every face on every frame.
+    hz: float = num(10.0, 0.0, 240.0)
+    # With model = "": the fast model is taken when the accurate one needs more than this many ms per face on
+    # this CPU (measured at start, logged); 0: always the accurate one.
+    budget_ms: float = num(12.0, 0.0, 1000.0)
 
 
 @dataclass(frozen=True)
@@ -168,6 +185,7 @@ class Config:
 
 _CHOICES = {
     ("camera", "luma_range"): ("auto", "full", "limited"),
+    ("camera", "replay"): ("recorded", "live"),
     ("classifier", "preprocess"): ("auto", "none", "stretch", "equalize"),
     ("mqtt", "rate"): ("all", "change", "max"),
     ("display", "preview"): ("auto", "drm", "qtgl", "none"),

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .cadence import ClassifyCadence, ScanCadence, merge
 from .detect import with_roll
 from .events import Event, Face
 from .sources import FrameSource, SourceError
@@ -30,6 +31,9 @@ class Stats:
     started: float = field(default_factory=time.monotonic)
     stage_ms: dict = field(default_factory=lambda: {s: 0.0 for s in STAGES})  # moving averages
     stage_total: dict = field(default_factory=lambda: {s: 0.0 for s in STAGES})  # sums, for the benchmark
+    scan_every: int = 1  # frames per full scan, as the cadence chose it
+    classified: int = 0  # faces classified (fewer than faces reported when the cadence spaces them)
+    cpu_s: float = 0.0  # CPU time of the frame work (capture thread and worker; not the source's own threads)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def snapshot(self) -> dict:
@@ -37,6 +41,7 @@ class Stats:
             return {"frames": self.frames, "faces": self.faces, "bad_frames": self.bad_frames,
                     "sink_errors": self.sink_errors, "fps": round(self.fps, 2),
                     "uptime_s": round(time.monotonic() - self.started, 1),
+                    "scan_every": self.scan_every,
                     "stage_ms": {k: round(v, 3) for k, v in self.stage_ms.items()}}
 
 
@@ -54,14 +59,37 @@ def clip_box(box, size) -> tuple[int, int, int, int]:
     return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
 
 
+@dataclass(frozen=True)
+class Cadence:
+    """The frame budget of a live source (edge.cadence): full scans every ``scan_every`` frames (0: chosen
+    from their measured cost), window searches between them (``windows``; off: boxes carried), each face
+    re-classified ``classify_hz`` times a second (0: every frame), and with ``workers`` >= 2 the classifier
+    runs on a worker thread beside the full scan. ``Cadence()`` is what files and photos get: everything on
+    every frame."""
+
+    scan_every: int = 1
+    windows: bool = False
+    classify_hz: float = 0.0
+    workers: int = 1
+    fps: float = 30.0
+
+
 class Pipeline:
     def __init__(self, source: FrameSource, detector, classifier, tracker, sinks=(), device: str = "edge",
-                 detect_every: int = 1, stop: threading.Event | None = None, tilted: bool = False):
+                 cadence: Cadence = Cadence(), stop: threading.Event | None = None, tilted: bool = False):
         self.source, self.detector, self.classifier, self.tracker = source, detector, classifier, tracker
         self.tilted = tilted  # also search rolled faces (the detector's tilt); chosen per source kind by the app
         self.sinks = list(sinks)
         self.device = device
-        self.every = max(1, detect_every)
+        self.cadence = cadence
+        self.scans = ScanCadence(cadence.scan_every, cadence.fps)
+        self.picks = ClassifyCadence(cadence.classify_hz, cadence.fps)
+        self.windows = cadence.windows and hasattr(detector, "detect_near")
+        self._pool = None
+        if cadence.workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="classify")
         self.stop = stop or threading.Event()
         self.stats = Stats()
         #: Called with the Event after every processed frame (watchdog pings, status lines).
@@ -70,38 +98,97 @@ class Pipeline:
         self._last_t: float | None = None
         self._failed_sinks: set = set()
         self._processing_bad = 0
+        self.last_main_size: tuple[int, int] | None = None  # of the last frame, for reports
+        self.last_plane_shape: tuple[int, ...] | None = None
 
     def _ema(self, stage: str, ms: float):
         self.stats.stage_total[stage] += ms
         old = self.stats.stage_ms[stage]
         self.stats.stage_ms[stage] = ms if self.stats.frames == 0 else 0.9 * old + 0.1 * ms
 
+    def _classify(self, frame, boxes) -> tuple[np.ndarray, float]:
+        """Scores for ``boxes`` (plane coordinates) and the CPU seconds this thread spent on them."""
+        c0 = time.thread_time()
+        scores = self.classifier.classify(frame.gray, boxes, frame.main, frame.scale)
+        return scores, time.thread_time() - c0
+
+    def _find(self, frame) -> tuple[np.ndarray, bool, dict]:
+        """This frame's face boxes on the plane: a full scan, or the tracked faces looked for near where
+        they were. Returns the boxes, whether they were found padded, and the scores the worker computed
+        meanwhile (by track id)."""
+        gray = frame.gray
+        known = self.tracker.predicted_boxes() / self._to_main(frame)
+        if not self.scans.due():
+            self.scans.skipped()
+            if not self.windows:
+                return known, False, {}
+            near = self.detector.detect_near(gray, known)
+            found = ~np.isnan(near[:, 0])
+            if not found.all():
+                self.scans.lost_face()
+            return near[found], False, {}
+        early = {}
+        if self._pool is not None and self.windows and len(known):
+            # Faces already tracked are found in their windows and classified on the worker while the full
+            # scan runs here: both release the GIL, so on a multi-core Pi they overlap.
+            near = self.detector.detect_near(gray, known)
+            found = np.flatnonzero(~np.isnan(near[:, 0]))
+            tracks = [self.tracker.tracks[i] for i in found]
+            due = [found[j] for j in self.picks.pick(tracks, frame.t_capture)]
+            if due:
+                early = {"ids": [self.tracker.tracks[i].id for i in due],
+                         "future": self._pool.submit(self._classify, frame, near[due])}
+        t0 = time.perf_counter()
+        boxes = self._detect(gray)
+        self.scans.scanned((time.perf_counter() - t0) * 1000)
+        padded = False
+        if self.source.independent and hasattr(self.detector, "detect_padded") and \
+                self.detector.wants_padded(boxes, gray.shape):
+            # A photo may be a face that fills the picture (an ID or profile photo), which the cascade misses
+            # for want of context: look once more with a neutral border around it. Cameras never pay for this.
+            found = with_roll(self.detector.detect_padded(gray, tilted=self.tilted))
+            if len(found):
+                boxes, padded = found, True
+        if early:
+            boxes = merge(boxes, near[~np.isnan(near[:, 0])])
+        return boxes, padded, early
+
+    @staticmethod
+    def _to_main(frame) -> np.ndarray:
+        sx, sy = frame.scale
+        return np.float32([sx, sy, sx, sy, 1.0])
+
     def process(self, frame) -> Event:
         """Detect, classify and track one frame; returns its event (sinks not yet called)."""
         pc = time.perf_counter
-        t0 = pc()
-        sx, sy = frame.scale
+        t0, c0 = pc(), time.thread_time()
+        worker_cpu = 0.0
         if self.source.independent:
             # Two photos in a folder share no faces: a face in the same place is someone else.
             self.tracker.reset()
-        to_main = np.float32([sx, sy, sx, sy, 1.0])
-        padded = False
-        if (frame.seq - 1) % self.every == 0 or not self.tracker.tracks:
-            boxes_g = self._detect(frame.gray)
-            if self.source.independent and hasattr(self.detector, "detect_padded") and \
-                    self.detector.wants_padded(boxes_g, frame.gray.shape):
-                # A photo may be a face that fills the picture (an ID or profile photo), which the cascade misses
-                # for want of context: look once more with a neutral border around it. Cameras never pay for this.
-                found = with_roll(self.detector.detect_padded(frame.gray, tilted=self.tilted))
-                if len(found):
-                    boxes_g, padded = found, True
-        else:
-            boxes_g = self.tracker.predicted_boxes() / to_main
+        self.last_main_size, self.last_plane_shape = frame.main_size, frame.gray.shape
+        to_main = self._to_main(frame)
+        boxes_g, padded, early = self._find(frame)
         t1 = pc()
-        scores = self.classifier.classify(frame.gray, boxes_g, frame.main, (sx, sy))
+        tracks = self.tracker.match(boxes_g * to_main)
+        now = frame.t_capture
+        if early:
+            scores, worker_cpu = early["future"].result()
+            by_id = {t.id: t for t in tracks}
+            for tid, sc in zip(early["ids"], scores):
+                if tid in by_id:  # the full scan found it too, or its window box was kept
+                    self.tracker.observe(by_id[tid], sc)
+                    self.picks.classified(by_id[tid], now)
+            early_ids = set(early["ids"])
+            todo = [i for i in self.picks.pick(tracks, now) if tracks[i].id not in early_ids]
+        else:
+            todo = self.picks.pick(tracks, now)
+        if todo:
+            scores, _ = self._classify(frame, boxes_g[todo])
+            for i, sc in zip(todo, scores):
+                self.tracker.observe(tracks[i], sc)
+                self.picks.classified(tracks[i], now)
         t2 = pc()
-        boxes_m = boxes_g * to_main
-        tracks = self.tracker.update(boxes_m, scores)
         labels = self.classifier.labels
         faces = []
         for t in tracks:
@@ -127,6 +214,9 @@ class Pipeline:
             self._ema("classify", (t2 - t1) * 1000)
             self._ema("track", (t3 - t2) * 1000)
             self.stats.fps = fps
+            self.stats.scan_every = self.scans.every
+            self.stats.cpu_s += time.thread_time() - c0 + worker_cpu
+            self.stats.classified += len(todo) + (len(early["ids"]) if early else 0)
         return event
 
     def _detect(self, gray: np.ndarray) -> np.ndarray:
@@ -209,6 +299,8 @@ class Pipeline:
         finally:
             with self.stats.lock:
                 self.stats.bad_frames = self.source.bad_frames + self._processing_bad
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
             for sink in self.sinks:
                 try:
                     sink.close()

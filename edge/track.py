@@ -13,9 +13,12 @@ from .detect import with_roll
 class Track:
     id: int
     box: np.ndarray  # x, y, w, h (main-frame coordinates, float), roll in degrees
-    scores: np.ndarray  # smoothed probabilities
+    scores: np.ndarray | None  # smoothed probabilities; None until the face is first classified
     hits: int = 1
     missed: int = 0
+    # Where the face was when last classified and when it is due again (the pipeline's classification cadence).
+    classified_box: np.ndarray | None = None
+    due: float = 0.0
 
 
 def iou(a, b) -> float:
@@ -38,9 +41,9 @@ class IouTracker:
         """Boxes to classify on frames where the detector does not run."""
         return np.array([t.box for t in self.tracks], dtype=np.float32).reshape(-1, 5)
 
-    def update(self, boxes, scores) -> list[Track]:
-        """Match detections to tracks greedily by IoU; returns the tracks seen this frame,
-        in the order of ``boxes``."""
+    def match(self, boxes) -> list[Track]:
+        """Match boxes to tracks greedily by IoU; returns the track of each box, in the order of ``boxes``
+        (new tracks have no scores yet). Tracks without a box age, and are dropped after max_missed frames."""
         boxes = with_roll(boxes)
         pairs = sorted(((iou(t.box, b), ti, bi) for ti, t in enumerate(self.tracks) for bi, b in enumerate(boxes)),
                        reverse=True)
@@ -54,7 +57,6 @@ class IouTracker:
             used.add(ti)
             t = self.tracks[ti]
             t.box, t.hits, t.missed = boxes[bi], t.hits + 1, 0
-            t.scores = self.alpha * np.asarray(scores[bi], np.float32) + (1 - self.alpha) * t.scores
             track_for[bi] = t
         for ti, t in enumerate(self.tracks):
             if ti not in used:
@@ -62,11 +64,24 @@ class IouTracker:
         self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
         for bi in range(len(boxes)):
             if bi not in track_for:
-                t = Track(self._next_id, boxes[bi], np.asarray(scores[bi], np.float32).copy())
+                t = Track(self._next_id, boxes[bi], None)
                 self._next_id += 1
                 self.tracks.append(t)
                 track_for[bi] = t
         return [track_for[bi] for bi in range(len(boxes))]
+
+    def observe(self, track: Track, scores) -> None:
+        """New scores for a track: its first ones as they are, later ones into the moving average."""
+        s = np.asarray(scores, np.float32)
+        track.scores = s.copy() if track.scores is None else self.alpha * s + (1 - self.alpha) * track.scores
+        track.classified_box = track.box.copy()
+
+    def update(self, boxes, scores) -> list[Track]:
+        """match, then observe every face's scores: a frame where every face was classified."""
+        tracks = self.match(boxes)
+        for t, sc in zip(tracks, scores):
+            self.observe(t, sc)
+        return tracks
 
     def reset(self) -> None:
         self.tracks.clear()

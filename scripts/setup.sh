@@ -36,12 +36,12 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv" >&2
     "$PY" -m venv .venv
 fi
-extras="demo"
-[ "$WITH_TEST" = 1 ] && extras="demo,test,train"
-stamp=".venv/.installed-$extras-$(sha256sum pyproject.toml | cut -c1-12)"
+extras=""
+[ "$WITH_TEST" = 1 ] && extras="[test,train]"
+stamp=".venv/.installed$extras-$(sha256sum pyproject.toml | cut -c1-12)"
 if [ ! -e "$stamp" ]; then
-    echo "setup: installing emotion-edge[$extras] into .venv" >&2
+    echo "setup: installing emotion-edge$extras into .venv" >&2
     .venv/bin/python -m pip install -q --upgrade pip >&2
-    .venv/bin/python -m pip install -q -e ".[$extras]" >&2
+    .venv/bin/python -m pip install -q -e ".$extras" >&2
     touch "$stamp"
 fi

@@ -437,7 +437,8 @@ def test_detect_every_k_frames_carries_boxes(demo_video):
             pass
 
     with src:
-        pipe = Pipeline(src, det, app.make_classifier(cfg), app.make_tracker(cfg), [Collect()], detect_every=3)
+        pipe = Pipeline(src, det, app.make_classifier(cfg), app.make_tracker(cfg), [Collect()],
+                        cadence=app.cadence(cfg, src))
         res = pipe.run()
     assert res.frames == 40
     assert det.calls <= 40 // 3 + 8  # plus re-detections when the face was lost

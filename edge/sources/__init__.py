@@ -100,8 +100,9 @@ def open_source(spec: str, cam: CameraConfig, want_main: bool = False, interrupt
     if low == "demo" or low.startswith("demo:"):
         from .demo import DemoSource
 
-        return DemoSource(_index(low, 150) or 150, cam.width, cam.height, cam.lores_width, cam.lores_height,
+        demo = DemoSource(_index(low, 150) or 150, cam.width, cam.height, cam.lores_width, cam.lores_height,
                           loop=cam.loop)
+        return _replayed(demo, cam, interrupt)
     if URL_RE.match(spec):
         from .opencv import LiveCaptureSource
 
@@ -117,4 +118,15 @@ def open_source(spec: str, cam: CameraConfig, want_main: bool = False, interrupt
         return ImageSource(p, cam.still_max_width, cam.max_pixels)
     from .opencv import VideoFileSource
 
+    if cam.replay == "live":  # the detector's plane a camera's lores stream would give
+        video = VideoFileSource(p, cam.lores_width, cam.lores_height, loop=cam.loop, max_pixels=cam.max_pixels)
+        return _replayed(video, cam, interrupt)
     return VideoFileSource(p, max(cam.lores_width, cam.video_max_width), None, loop=cam.loop, max_pixels=cam.max_pixels)
+
+
+def _replayed(src: FrameSource, cam: CameraConfig, interrupt) -> FrameSource:
+    if cam.replay != "live":
+        return src
+    from .replay import LiveReplaySource
+
+    return LiveReplaySource(src, getattr(src, "fps", 0.0) or cam.fps, interrupt=interrupt)

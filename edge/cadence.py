@@ -1,0 +1,85 @@
+"""The camera path's frame budget: how often the whole plane is scanned, and how often each face is
+re-classified. Files and photos have no budget and do both on every frame; these rules are for live sources."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .track import Track, iou
+
+# Full scans may take this share of the frame period on average: the rest is left to the window searches,
+# the classifier and the outputs (and, on a Pi, to whatever else runs there).
+SCAN_SHARE = 0.25
+# Never fewer than one full scan in MAX_EVERY frames (a face walking in is found within a third of a second
+# at 30 fps), and never a full scan on every frame when windows follow the faces in between: at MIN_EVERY a
+# new face waits at most one frame more, measured to cost under 1 % of face-frames (README, benchmarks).
+MIN_EVERY = 2
+MAX_EVERY = 10
+# A face re-classified as soon as its box has moved or grown this much since it was last classified.
+MOVED_IOU = 0.5
+
+
+class ScanCadence:
+    """When to scan the whole plane. ``every`` > 0: every that many frames; 0: chosen from the measured cost
+    of a full scan and the frame period (``fps``), between MIN_EVERY and MAX_EVERY."""
+
+    def __init__(self, every: int = 0, fps: float = 30.0):
+        self.fixed = every
+        self.period_ms = 1000.0 / max(fps, 0.1)
+        self.every = every or MIN_EVERY
+        self.scan_ms: float | None = None  # moving average of a full scan's wall time
+        self._since = None  # frames since the last full scan; None: none yet
+        self._soon = False
+
+    def due(self) -> bool:
+        return self._since is None or self._soon or self._since + 1 >= self.every
+
+    def scanned(self, ms: float) -> None:
+        self.scan_ms = ms if self.scan_ms is None else 0.8 * self.scan_ms + 0.2 * ms
+        self._since, self._soon = 0, False
+        if not self.fixed:
+            self.every = min(MAX_EVERY, max(MIN_EVERY, math.ceil(self.scan_ms / (SCAN_SHARE * self.period_ms))))
+
+    def skipped(self) -> None:
+        self._since = (self._since or 0) + 1
+
+    def lost_face(self) -> None:
+        """A window search did not find a face where it was: look at the whole plane on the next frame."""
+        self._soon = True
+
+
+class ClassifyCadence:
+    """Which tracked faces to classify on this frame: new faces and faces whose box moved at once; the others
+    at most ``hz`` times a second each, the most overdue first, no more per frame than keeps the rate (so
+    faces that appeared together are spread over frames and the cost per frame stays flat). ``hz`` 0: all,
+    every frame."""
+
+    def __init__(self, hz: float = 10.0, fps: float = 30.0):
+        self.hz, self.fps = hz, max(fps, 0.1)
+
+    def pick(self, tracks: list[Track], now: float) -> list[int]:
+        if not self.hz:
+            return list(range(len(tracks)))
+        urgent = [i for i, t in enumerate(tracks) if t.scores is None or _moved(t)]
+        overdue = sorted((t.due, i) for i, t in enumerate(tracks) if i not in urgent and now >= t.due)
+        share = math.ceil(len(tracks) * self.hz / self.fps)
+        return sorted(urgent + [i for _, i in overdue[:max(0, share - len(urgent))]])
+
+    def classified(self, track: Track, now: float) -> None:
+        if self.hz:
+            track.due = now + 1.0 / self.hz
+
+
+def _moved(t: Track) -> bool:
+    if t.classified_box is None:
+        return True
+    a, b = t.box, t.classified_box
+    return iou(a, b) < MOVED_IOU or not 0.8 < float(a[2]) / max(float(b[2]), 1e-6) < 1.25
+
+
+def merge(full: np.ndarray, near: np.ndarray, min_iou: float = 0.3) -> np.ndarray:
+    """The full scan's boxes plus the window searches' boxes that none of them covers (a face the full scan
+    missed on this frame but its window found)."""
+    keep = [b for b in near if not any(iou(b, f) >= min_iou for f in full)]
+    return np.concatenate([full, np.asarray(keep, np.float32).reshape(-1, 5)]) if keep else full
