@@ -21,10 +21,15 @@ PAD_SIDE = 400
 PAD_MIN_FILL = 0.4
 # detect_near (the searches between full scans): the window reaches this fraction of the face's side beyond its
 # box on every side, sizes within this factor of the face's, scanned in finer steps than a full scan (the range
-# is narrow, so it stays cheap, and the box follows the face closely).
+# is narrow, so it stays cheap, and the box follows the face closely), on the window shrunk so the face is
+# WINDOW_SIDE px.
 WINDOW_REACH = 0.5
 WINDOW_SCALES = 1.3
 WINDOW_STEP = 1.1
+WINDOW_SIDE = 36
+# Fewer merged detections than a full scan asks for: the window holds a face that was there a frame ago, and a
+# face at 36 px gathers fewer neighbours than at full size (a face-frame each time it is missed: README).
+WINDOW_NEIGHBORS = 3
 
 
 class DetectorError(RuntimeError):
@@ -148,13 +153,21 @@ class HaarDetector:
             m = reach * max(w, h)
             x0, y0 = int(max(0, x - m)), int(max(0, y - m))
             x1, y1 = int(min(W, x + w + m)), int(min(H, y + h + m))
-            side = max(w, h)
-            lo, hi = max(self.min_size, int(side / scale_range)), int(side * scale_range) + 1
-            if x1 - x0 < lo or y1 - y0 < lo:
+            # The window shrunk until the face is WINDOW_SIDE px: the cascade's cost grows with the window
+            # positions at each scale, and a face near its 24-px base size leaves few of them.
+            s = min(1.0, WINDOW_SIDE / max(w, h, 1.0))
+            roi = gray[y0:y1, x0:x1]
+            if s < 1.0:
+                roi = cv2.resize(roi, (max(1, round(roi.shape[1] * s)), max(1, round(roi.shape[0] * s))),
+                                 interpolation=cv2.INTER_AREA)
+            side = max(w, h) * s
+            lo, hi = max(24, int(side / scale_range)), int(side * scale_range) + 1
+            if min(roi.shape[:2]) < lo:
                 continue
-            found = self.cascade.detectMultiScale(gray[y0:y1, x0:x1], scaleFactor=WINDOW_STEP,
-                                                  minNeighbors=self.min_neighbors, minSize=(lo, lo), maxSize=(hi, hi))
-            found = np.asarray(found, np.float32).reshape(-1, 4)
+            found = self.cascade.detectMultiScale(roi, scaleFactor=WINDOW_STEP,
+                                                  minNeighbors=min(self.min_neighbors, WINDOW_NEIGHBORS),
+                                                  minSize=(lo, lo), maxSize=(hi, hi))
+            found = np.asarray(found, np.float32).reshape(-1, 4) / s
             if not len(found):
                 continue
             found[:, 0] += x0

@@ -13,6 +13,18 @@ def rss_mb() -> float:
         return 0.0
 
 
+def peak_rss_mb() -> float:
+    """The process's peak resident memory: VmHWM, which, unlike ru_maxrss, a child does not inherit from the
+    process that started it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
+
+
 def soc_temperature() -> float | None:
     try:
         return round(int(Path("/sys/class/thermal/thermal_zone0/temp").read_text()) / 1000, 1)

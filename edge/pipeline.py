@@ -33,7 +33,6 @@ class Stats:
     stage_total: dict = field(default_factory=lambda: {s: 0.0 for s in STAGES})  # sums, for the benchmark
     scan_every: int = 1  # frames per full scan, as the cadence chose it
     classified: int = 0  # faces classified (fewer than faces reported when the cadence spaces them)
-    cpu_s: float = 0.0  # CPU time of the frame work (capture thread and worker; not the source's own threads)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def snapshot(self) -> dict:
@@ -106,11 +105,8 @@ class Pipeline:
         old = self.stats.stage_ms[stage]
         self.stats.stage_ms[stage] = ms if self.stats.frames == 0 else 0.9 * old + 0.1 * ms
 
-    def _classify(self, frame, boxes) -> tuple[np.ndarray, float]:
-        """Scores for ``boxes`` (plane coordinates) and the CPU seconds this thread spent on them."""
-        c0 = time.thread_time()
-        scores = self.classifier.classify(frame.gray, boxes, frame.main, frame.scale)
-        return scores, time.thread_time() - c0
+    def _classify(self, frame, boxes) -> np.ndarray:
+        return self.classifier.classify(frame.gray, boxes, frame.main, frame.scale)
 
     def _find(self, frame) -> tuple[np.ndarray, bool, dict]:
         """This frame's face boxes on the plane: a full scan, or the tracked faces looked for near where
@@ -161,8 +157,7 @@ class Pipeline:
     def process(self, frame) -> Event:
         """Detect, classify and track one frame; returns its event (sinks not yet called)."""
         pc = time.perf_counter
-        t0, c0 = pc(), time.thread_time()
-        worker_cpu = 0.0
+        t0 = pc()
         if self.source.independent:
             # Two photos in a folder share no faces: a face in the same place is someone else.
             self.tracker.reset()
@@ -173,7 +168,7 @@ class Pipeline:
         tracks = self.tracker.match(boxes_g * to_main)
         now = frame.t_capture
         if early:
-            scores, worker_cpu = early["future"].result()
+            scores = early["future"].result()
             by_id = {t.id: t for t in tracks}
             for tid, sc in zip(early["ids"], scores):
                 if tid in by_id:  # the full scan found it too, or its window box was kept
@@ -184,7 +179,7 @@ class Pipeline:
         else:
             todo = self.picks.pick(tracks, now)
         if todo:
-            scores, _ = self._classify(frame, boxes_g[todo])
+            scores = self._classify(frame, boxes_g[todo])
             for i, sc in zip(todo, scores):
                 self.tracker.observe(tracks[i], sc)
                 self.picks.classified(tracks[i], now)
@@ -215,7 +210,6 @@ class Pipeline:
             self._ema("track", (t3 - t2) * 1000)
             self.stats.fps = fps
             self.stats.scan_every = self.scans.every
-            self.stats.cpu_s += time.thread_time() - c0 + worker_cpu
             self.stats.classified += len(todo) + (len(early["ids"]) if early else 0)
         return event
 

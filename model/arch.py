@@ -68,7 +68,7 @@ def res_teacher(num_classes: int = 7, widths=(64, 128, 256), name: str = "res_te
 
 def res_slim(num_classes: int = 7) -> keras.Model:
     """res_teacher with 56 instead of 64 channels at 24x24, where a channel costs most: 147 M MACs,
-    inside the Pi budget. Either pruned from the trained teacher (``python -m model.prune``) and
+    inside the Pi budget. Either pruned from the trained teacher (``python -m model.research.prune``) and
     fine-tuned, or trained from scratch: 46 epochs tie the VGG-style soup, longer schedules (64, 96
     epochs, the last quarter averaged) beat it; which one ships is in model/card.json."""
     return res_teacher(num_classes, widths=(56, 128, 256), name="res_slim")

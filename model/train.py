@@ -73,7 +73,7 @@ RECIPES["res_slim"] = replace(RECIPES["vgg_wide"], arch="res_slim")
 # Average the last quarter with model.average (--from-epoch 48 / 72). The 96-epoch one is the shipped model.
 RECIPES["res_slim_64"] = replace(RECIPES["res_slim"], epochs=64)
 RECIPES["res_slim_96"] = replace(RECIPES["res_slim"], epochs=96)
-# The two halves of a pair (model.pair), each trained alone on the same recipe.
+# The two halves of a pair (model.research.pair), each trained alone on the same recipe.
 RECIPES["vgg_half"] = replace(RECIPES["vgg_wide"], arch="vgg_half")
 RECIPES["res_half"] = replace(RECIPES["vgg_wide"], arch="res_half")
 # Camera-robust models on the original pixels: equalised faces, camera degradations, targets half FER2013
@@ -453,7 +453,10 @@ def train(args) -> Path:
             load_tflite_weights(model, init, calib)
             print(f"initialised from {args.init}", flush=True)
     if args.sam:
-        from .sam import use_sam
+        try:
+            from .research.sam import use_sam
+        except ImportError:  # research code lives in the repository, not in the installed package
+            raise SystemExit("--sam is research code: run python -m model.train from a checkout") from None
 
         use_sam(model, args.sam)
     from .arch import count_macs

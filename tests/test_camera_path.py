@@ -150,7 +150,7 @@ def test_stop_while_replaying_returns_at_once(demo_video):
 def test_scan_cadence_follows_the_measured_cost():
     c = ScanCadence(every=0, fps=30.0)
     assert c.due()
-    c.scanned(45.0)  # a Pi 4's 320x240 scan: a quarter of a 33-ms frame allows one every 6 frames
+    c.scanned(20.0)  # a tenth of a 33-ms frame for full scans: one every 6 frames
     assert c.every == 6
     c = ScanCadence(every=0, fps=30.0)
     c.scanned(1.0)

@@ -20,6 +20,7 @@ class LiveReplaySource(FrameSource):
         self.description = f"{inner.description}, replayed live at {self.fps:g} fps"
         self.interrupt = interrupt or threading.Event()
         self.dropped = 0  # frames the pipeline was too slow to take, as a camera would lose them
+        self.cpu_s = 0.0  # CPU time spent decoding, which a camera's ISP would do: the bench leaves it out
         self._cond = threading.Condition()
         self._latest = None
         self._made = self._taken = 0
@@ -39,9 +40,11 @@ class LiveReplaySource(FrameSource):
     def _pump(self):
         period = 1.0 / self.fps
         next_t = time.monotonic()
+        c0 = time.thread_time()
         try:
             while self._running:
                 frame = self.inner.read()
+                self.cpu_s = time.thread_time() - c0
                 if frame is None:
                     break
                 wait = next_t - time.monotonic()

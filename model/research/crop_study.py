@@ -9,7 +9,7 @@ the pipeline does, and measures:
 * the accuracy of the shipped classifier on crops of the Haar box at several margins,
   next to its accuracy on the original faces (the ceiling).
 
-    python -m model.crop_study --out model/figures
+    python -m model.research.crop_study --out model/figures
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import data as fer
+from .. import data as fer
 
 MARGINS = (-0.1, -0.05, 0.0, 0.05, 0.1, 0.15, 0.2, 0.3)
 UP = 4  # 48 px faces become 192 px, a typical near-camera face at 640x480
@@ -104,7 +104,7 @@ def study(model: str | None, data_path, limit: int | None, out: Path | None) -> 
 
 
 def _plot(res, per_margin, ceiling, path):
-    from .evaluate import pyplot
+    from ..evaluate import pyplot
 
     plt = pyplot()
 
@@ -124,7 +124,7 @@ def _plot(res, per_margin, ceiling, path):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model.crop_study", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m model.research.crop_study", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help=".tflite (default: the shipped model)")
     p.add_argument("--data")

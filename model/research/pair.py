@@ -3,7 +3,7 @@
     python -m model.train --recipe vgg_half --out runs/vgg_half --keep-from 34
     python -m model.train --recipe res_half --out runs/res_half --keep-from 34
     python -m model.average --run runs/vgg_half --from-epoch 34      # (and res_half)
-    python -m model.pair --member runs/vgg_half --member runs/res_half --out runs/pair
+    python -m model.research.pair --member runs/vgg_half --member runs/res_half --out runs/pair
 
 Two networks trained apart make different mistakes; averaging their scores is the ensemble that
 lifted every pair of our full-size networks by about a point. Inside one graph it is a single
@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import data as fer
-from . import tf_environment
+from .. import data as fer
+from .. import tf_environment
 
 
 def member_checkpoint(path: Path) -> Path:
@@ -37,8 +37,8 @@ def member_checkpoint(path: Path) -> Path:
 def load_member(keras, path: Path, index: int):
     """A member as a float32 graph of its architecture (found by the network's name), renamed to be
     unique within the pair."""
-    from .arch import ARCHS
-    from .train import float32_model
+    from ..arch import ARCHS
+    from ..train import float32_model
 
     ckpt = member_checkpoint(path)
     if not ckpt.is_file():
@@ -54,9 +54,9 @@ def make_pair(members: list[Path], out: Path, data_path=None, limit: int | None 
     tf_environment()
     import keras
 
-    from .arch import count_macs, pair
-    from .average import keras_accuracy
-    from .train import export_run
+    from ..arch import count_macs, pair
+    from ..average import keras_accuracy
+    from ..train import export_run
 
     t = time.monotonic()
     nets = [load_member(keras, p, i) for i, p in enumerate(members, 1)]
@@ -84,7 +84,7 @@ def make_pair(members: list[Path], out: Path, data_path=None, limit: int | None 
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model.pair", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m model.research.pair", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--member", action="append", default=[], required=True,
                    help="a training run directory or a .keras model (repeat; at least two)")

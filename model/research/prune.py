@@ -1,6 +1,6 @@
 """Slim a trained res_teacher into res_slim by keeping its strongest channels.
 
-    python -m model.prune --source model/runs/res/averaged.keras --out model/runs/slim/init.keras
+    python -m model.research.prune --source model/runs/res/averaged.keras --out model/runs/slim/init.keras
 
 Where res_slim is narrower (56 of 64 channels at 24x24), the residual stream keeps the channels
 whose BatchNorm scales (|gamma| of the two layers that write into it) are largest, and the block's
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import tf_environment
+from .. import tf_environment
 
 
 def _strongest(gammas: list[np.ndarray], n: int) -> np.ndarray:
@@ -65,7 +65,7 @@ def slim(source, target) -> dict[str, int]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model.prune", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m model.research.prune", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", required=True, help="a trained res_teacher (.keras)")
     p.add_argument("--out", required=True, help="where the slimmed res_slim goes (.keras)")
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     tf_environment()
     import keras
 
-    from .arch import count_macs, res_slim
+    from ..arch import count_macs, res_slim
 
     source = keras.models.load_model(args.source)
     target = res_slim()
