@@ -189,10 +189,12 @@ config_files() {
             run sed -i 's|^source = "auto"|source = "webcam:0"|' "$ROOT$ETC/config.toml"
         fi
     fi
-    # LoadCredential= needs the file to exist; an empty one means "no password".
-    if [ ! -e "$ROOT$ETC/mqtt-password" ]; then
-        run install -m 0600 -o root -g root /dev/null "$ROOT$ETC/mqtt-password"
-    fi
+    # LoadCredential= needs the files to exist; an empty one means "no password".
+    for secret in mqtt-password http-password; do
+        if [ ! -e "$ROOT$ETC/$secret" ]; then
+            run install -m 0600 -o root -g root /dev/null "$ROOT$ETC/$secret"
+        fi
+    done
 }
 
 unit_file() {

@@ -102,9 +102,7 @@ def make_sinks(cfg: Config, out: Outputs, source: FrameSource, stats_fn=None, la
         from .sinks.http_view import HttpViewSink
 
         sinks.append(HttpViewSink(cfg.display))
-    from .sources.picamera2 import Picamera2Source  # picamera2 itself is imported only when used
-
-    if isinstance(source, Picamera2Source) and cfg.display.preview != "none":
+    if source.has_preview and cfg.display.preview != "none":
         from .display import PreviewSink
 
         sinks.append(PreviewSink(source, cfg.display))
@@ -138,8 +136,7 @@ def build(cfg: Config, spec: str | None, out: Outputs, stop: threading.Event | N
     # Photos and files have no frame budget, a live camera does: only it skips the tilted searches and the
     # mirrored second look by default.
     tilted = cfg.detector.tilt > 0 and (cfg.detector.tilt_live or not source.live)
-    classifier.flip = flips(cfg, source.live)  # the classifier was made before the source, to fail first
     pipe = Pipeline(source, detector, classifier, make_tracker(cfg), (), device=cfg.device,
-                    cadence=cadence(cfg, source), stop=stop, tilted=tilted)
+                    cadence=cadence(cfg, source), stop=stop, tilted=tilted, flip=flips(cfg, source.live))
     pipe.sinks = make_sinks(cfg, out, source, stats_fn=pipe.stats.snapshot, labels=classifier.labels)
     return pipe

@@ -12,7 +12,7 @@ import numpy as np
 from emotion_model import LABELS  # the canonical order, shared with training
 
 from . import preprocess
-from .tflite import interpreter_class
+from .tflite import load_interpreter
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class Classifier:
         if not path.is_file():
             raise ModelError(f"{path}: model file not found")
         try:
-            self.interp = interpreter_class()(model_path=str(path), num_threads=threads)
+            self.interp = load_interpreter(str(path), threads)
         except ValueError as e:
             raise ModelError(f"{path}: not a TFLite model: {e}") from None
         self.path = path
@@ -104,7 +104,6 @@ class Classifier:
             raise ModelError(f"{path}: {out['shape'][-1]} outputs but {len(self.labels)} labels")
         self._batch = 1
         self._lock = threading.Lock()
-        self.interp.allocate_tensors()
         log.info("model %s: input %s scale %.4g zero %d, %d labels, faces %s", path.name,
                  np.dtype(self.in_dtype).name, self.in_scale, self.in_zero, len(self.labels),
                  "as they are" if self.preprocess == "none" else self.preprocess + "d")
@@ -148,15 +147,16 @@ class Classifier:
             times.append((time.perf_counter() - t0) * 1000)
         return float(np.median(times))
 
-    def classify(self, gray: np.ndarray, boxes, main: np.ndarray | None = None, scale=(1.0, 1.0)) -> np.ndarray:
+    def classify(self, gray: np.ndarray, boxes, main: np.ndarray | None = None, scale=(1.0, 1.0),
+                 flip: bool | None = None) -> np.ndarray:
         """Scores [N,7] for faces ``boxes`` (x, y, w, h in ``gray`` coordinates); small faces are cut from
         ``main`` (the frame's BGR image, ``scale`` times larger) when there is one.
 
-        With ``flip``, each face is also classified mirrored, in the same batched call, and
-        the two score vectors are averaged (faces are near-symmetric; their errors are not).
+        With ``flip`` (default: the classifier's own setting), each face is also classified mirrored, in the
+        same batched call, and the two score vectors are averaged (faces are near-symmetric; their errors are not).
         """
         x = self.prepare(gray, boxes, main, scale)
-        if not self.flip or not len(x):
+        if not (self.flip if flip is None else flip) or not len(x):
             return self.scores_for_input(x)
         p = self.scores_for_input(np.concatenate([x, x[:, :, ::-1]]))
         return (p[:len(x)] + p[len(x):]) / 2

@@ -53,11 +53,12 @@ def cmd_run(args) -> int:
     from .app import Outputs, build
     from .classify import ModelError
     from .detect import DetectorError
-    from .service import Notifier, setup_logging
+    from .service import Notifier
     from .sources import SourceError
 
     cfg = _config(args)
-    setup_logging("debug" if args.verbose else cfg.service.log_level)
+    if not args.verbose:
+        logging.getLogger().setLevel(cfg.service.log_level.upper())
     notifier = Notifier()
     stop = threading.Event()
 
@@ -94,7 +95,7 @@ def cmd_run(args) -> int:
 
     source = pipe.source
     try:
-        source.start()
+        source.open()
     except SourceError as e:
         if stop.is_set():  # a signal while the source was still opening: a clean stop, not a failure
             log.info("%s", e)
@@ -154,7 +155,6 @@ def cmd_check(args) -> int:
     from .check import run_checks
 
     cfg = _config(args)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.full:
         from .selftest import run_selftest
 
@@ -166,7 +166,6 @@ def cmd_bench(args) -> int:
     from .bench import run_bench
 
     cfg = _config(args)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return run_bench(cfg, args.source, args.frames, args.json, live=not args.recorded)
 
 
@@ -174,7 +173,6 @@ def cmd_mqtt(args) -> int:
     from .sinks.mqtt import forget
 
     cfg = _config(args)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not cfg.mqtt.enabled:
         print("skip mqtt.enabled = false: nothing was published")
         return EXIT_OK
@@ -248,6 +246,10 @@ def main(argv=None) -> int:
     if getattr(args, "max_frames", None) is not None and args.max_frames < 1:
         print("emotion-edge: --max-frames must be at least 1", file=sys.stderr)
         return EXIT_USAGE
+    from .service import setup_logging
+
+    # Once, for every command: `run` raises it to [service] log_level when it has read the config.
+    setup_logging("debug" if getattr(args, "verbose", False) else "warning")
     try:
         return args.func(args)
     except ConfigError as e:

@@ -121,7 +121,7 @@ class PreviewSink(Sink):
         if key == self._shown or now - self._last < self.min_interval:
             return
         t = time.perf_counter()
-        self.source.picam2.set_overlay(overlay_rgba(tuple(self.source.size), event, self.cfg.scores))
+        self.source.set_overlay(overlay_rgba(tuple(self.source.size), event, self.cfg.scores))
         self.overlay_ms.append((time.perf_counter() - t) * 1000)
         self._shown, self._last = key, now
         self.overlays += 1

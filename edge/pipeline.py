@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -58,6 +59,24 @@ def clip_box(box, size) -> tuple[int, int, int, int]:
     return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
 
 
+class Detector(Protocol):
+    """Faces on a grayscale plane: ``[N, 5]`` float32 rows of x, y, w, h and roll in degrees (or ``[N, 4]``,
+    upright). Optional, used when present: ``detect_near(gray, boxes)`` (the window searches between full
+    scans), ``detect_padded`` and ``wants_padded`` (photos that are all face). edge.detect.HaarDetector is one."""
+
+    def detect(self, gray: np.ndarray, tilted: bool = False) -> np.ndarray: ...
+
+
+class Classifier(Protocol):
+    """Scores ``[N, len(labels)]`` for the faces ``boxes`` of a plane; ``main`` (the frame's image, ``scale``
+    times larger) for sharper crops of small faces. edge.classify.Classifier is one."""
+
+    labels: tuple[str, ...]
+
+    def classify(self, gray: np.ndarray, boxes, main: np.ndarray | None = None, scale=(1.0, 1.0),
+                 flip: bool | None = None) -> np.ndarray: ...
+
+
 @dataclass(frozen=True)
 class Cadence:
     """The frame budget of a live source (edge.cadence): full scans every ``scan_every`` frames (0: chosen
@@ -74,10 +93,13 @@ class Cadence:
 
 
 class Pipeline:
-    def __init__(self, source: FrameSource, detector, classifier, tracker, sinks=(), device: str = "edge",
-                 cadence: Cadence = Cadence(), stop: threading.Event | None = None, tilted: bool = False):
+    def __init__(self, source: FrameSource, detector: Detector, classifier: Classifier, tracker, sinks=(),
+                 device: str = "edge", cadence: Cadence = Cadence(), stop: threading.Event | None = None,
+                 tilted: bool = False, flip: bool | None = None):
         self.source, self.detector, self.classifier, self.tracker = source, detector, classifier, tracker
-        self.tilted = tilted  # also search rolled faces (the detector's tilt); chosen per source kind by the app
+        # Chosen per source kind by the app: also search rolled faces (the detector's tilt), and classify each
+        # face mirrored too (None: the classifier's own setting).
+        self.tilted, self.flip = tilted, flip
         self.sinks = list(sinks)
         self.device = device
         self.cadence = cadence
@@ -106,7 +128,7 @@ class Pipeline:
         self.stats.stage_ms[stage] = ms if self.stats.frames == 0 else 0.9 * old + 0.1 * ms
 
     def _classify(self, frame, boxes) -> np.ndarray:
-        return self.classifier.classify(frame.gray, boxes, frame.main, frame.scale)
+        return self.classifier.classify(frame.gray, boxes, frame.main, frame.scale, flip=self.flip)
 
     def _find(self, frame) -> tuple[np.ndarray, bool, dict]:
         """This frame's face boxes on the plane: a full scan, or the tracked faces looked for near where
@@ -257,6 +279,11 @@ class Pipeline:
         error = self._start_sinks()
         if error:
             return RunResult(0, "output-error", error)
+        try:
+            self.source.start()  # after the outputs: the preview, one of them, attaches before the camera starts
+        except SourceError as e:
+            self._close_sinks()
+            return RunResult(0, "source-error", str(e))
         processed = 0
         try:
             while not self.stop.is_set():
@@ -295,8 +322,11 @@ class Pipeline:
                 self.stats.bad_frames = self.source.bad_frames + self._processing_bad
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
-            for sink in self.sinks:
-                try:
-                    sink.close()
-                except Exception as e:
-                    log.error("closing %s output: %s", sink.name, e)
+            self._close_sinks()
+
+    def _close_sinks(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as e:
+                log.error("closing %s output: %s", sink.name, e)

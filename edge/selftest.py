@@ -109,7 +109,7 @@ def frames_lines(rep: Report, cfg: Config, spec: str | None, frames: int) -> Non
 
     try:
         pipe = build(cfg, spec, Outputs())
-        pipe.source.start()
+        pipe.source.open()
     except Exception as e:
         rep.line("FAIL", "camera", str(e))
         return

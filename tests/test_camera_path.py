@@ -99,7 +99,7 @@ def test_live_replay_is_the_camera_path(demo_video):
     pipe = app.build(cfg, str(demo_video), app.Outputs(extra=[sink]))
     assert pipe.source.live and "replayed live at 30 fps" in pipe.source.description
     assert pipe.cadence.windows and pipe.cadence.classify_hz == 10.0 and pipe.cadence.scan_every == 0
-    assert not pipe.tilted and not pipe.classifier.flip
+    assert not pipe.tilted and not pipe.flip
     t0 = time.monotonic()
     with pipe.source:
         res = pipe.run()

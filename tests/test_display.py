@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -237,7 +236,7 @@ def in_process_preview(fake_picamera2, monkeypatch, tmp_path, frames, preview="d
     monkeypatch.setenv("FAKE_PICAMERA2_LOG", str(log))
     cfg = Config().replace("display", preview=preview)
     pipe = build(cfg, "picamera2", Outputs())
-    pipe.source.start()
+    pipe.source.open()
     try:
         pipe.run(frames)
     finally:
@@ -266,27 +265,24 @@ def test_unchanged_overlay_is_not_sent_again():
     from edge.display import PreviewSink
     from edge.config import DisplayConfig
 
-    class Cam:
-        def __init__(self):
-            self.sent = 0
+    class Source:  # the source's side of the preview: FrameSource.set_overlay
+        size, preview, sent = (640, 480), ("DRM", {}), 0
 
         def set_overlay(self, overlay):
             self.sent += 1
 
-    class Source:
-        size, preview, picam2 = (640, 480), ("DRM", {}), Cam()
-
-    sink = PreviewSink(Source(), DisplayConfig(preview="drm"), max_hz=1000.0)
+    source = Source()
+    sink = PreviewSink(source, DisplayConfig(preview="drm"), max_hz=1000.0)
     sink.active = True
     same = event([face((100, 100, 150, 150))])
     for _ in range(10):
         sink.handle(same, None)
         time.sleep(0.002)
-    assert Source.picam2.sent == 1
+    assert source.sent == 1
     sink.handle(event([face((300, 100, 150, 150))]), None)  # moved: drawn again
     time.sleep(0.002)
     sink.handle(event([]), None)  # gone: the boxes are cleared
-    assert Source.picam2.sent == 3
+    assert source.sent == 3
 
 
 def http_run(tmp_path, extra=""):

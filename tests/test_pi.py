@@ -22,14 +22,14 @@ def test_second_user_of_a_camera_is_told_who_holds_it(fake_picamera2):
     from edge.sources.picamera2 import Picamera2Source
 
     first = Picamera2Source()
-    first.start()
+    first.open()
     try:
         with pytest.raises(SourceError, match="in use by another process.*emotion-edge service"):
-            Picamera2Source().start()
+            Picamera2Source().open()
     finally:
         first.stop()
     again = Picamera2Source()  # released by stop()
-    again.start()
+    again.open()
     again.stop()
 
 

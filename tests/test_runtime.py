@@ -148,16 +148,16 @@ def test_tilted_search_and_flip_are_for_recorded_sources_unless_asked(monkeypatc
 
     out = app.Outputs(events=None)
     recorded = app.build(config.from_dict({}), str(demo_video), out)
-    assert recorded.tilted and recorded.classifier.flip
+    assert recorded.tilted and recorded.flip
     monkeypatch.setattr(app, "make_source", lambda cfg, spec, want_main, stop=None: Live())
     live = app.build(config.from_dict({}), "webcam:0", out)
-    assert not live.tilted and not live.classifier.flip
+    assert not live.tilted and not live.flip
     asked = app.build(config.from_dict({"detector": {"tilt_live": True}, "classifier": {"flip_live": True}}),
                       "webcam:0", out)
-    assert asked.tilted and asked.classifier.flip
+    assert asked.tilted and asked.flip
     monkeypatch.undo()
     off = app.build(config.from_dict({"detector": {"tilt": 0}, "classifier": {"flip": False}}), str(demo_video), out)
-    assert not off.tilted and not off.classifier.flip
+    assert not off.tilted and not off.flip
 
 
 def test_thumbnail_and_photo_in_shadow(tmp_path, astronaut_bgr):
@@ -309,7 +309,7 @@ def test_clip_summary_and_timeline_picture(tmp_path, demo_video):
     assert happy.mean() > 0.9
 
     bad = emotion_edge("run", "--source", str(demo_video), "--timeline", str(tmp_path / "t.txt"), "--events", "none")
-    assert bad.returncode == 2 and "must be .png or .jpg" in bad.stderr
+    assert bad.returncode == 2 and "the picture must be one of .jpg .jpeg .png" in bad.stderr
 
 
 def test_folder_summary_counts_every_photo(tmp_path, astronaut_bgr):
@@ -466,7 +466,7 @@ def test_picamera2_lores_stride_and_limited_range(monkeypatch):
     from edge.sources.picamera2 import Picamera2Source
 
     src = Picamera2Source(luma_range="limited")
-    src.start()
+    src.open()
     try:
         f = src.read()
     finally:

@@ -7,12 +7,11 @@ from pathlib import Path
 import cv2
 
 from ..draw import annotate_bgr
+from ..media import VIDEO_CODECS, WRITABLE_IMAGE_EXTS
 from . import Sink
 
 log = logging.getLogger(__name__)
 
-VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".avi": "MJPG", ".mkv": "MJPG", ".mov": "mp4v"}
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 class AnnotateSink(Sink):
@@ -32,7 +31,7 @@ class AnnotateSink(Sink):
             self.path.mkdir(parents=True, exist_ok=True)
         elif ext in VIDEO_CODECS:
             self.mode = "video"
-        elif ext in IMAGE_EXTS:
+        elif ext in WRITABLE_IMAGE_EXTS:
             self.mode = "image"
         else:
             raise ValueError(f"--annotate {path}: use a video (.mp4 .avi .mkv), an image (.jpg .png) or a folder/")

@@ -15,10 +15,10 @@ import threading
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import cv2
 
+from ..secrets import read_secret
 from ..config import DisplayConfig, parse_hostport
 from ..draw import annotate_bgr
 from . import Sink
@@ -166,12 +166,8 @@ class HttpViewSink(Sink):
     def __init__(self, cfg: DisplayConfig):
         self.cfg = cfg
         self.host, self.port = parse_hostport(cfg.http, "display.http")
-        self.password = None
-        if cfg.http_password_file:
-            try:
-                self.password = Path(cfg.http_password_file).read_text().strip()
-            except OSError as e:
-                raise ValueError(f"display.http_password_file: {e.strerror or e}") from None
+        # From the file, else the systemd credential "http-password"; empty: no password.
+        self.password = read_secret(cfg.http_password_file, "display.http_password_file", "http-password")
         self.shared = _Shared()
         self.server = None
         self._threads = []

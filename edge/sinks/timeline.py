@@ -13,13 +13,13 @@ import cv2
 import numpy as np
 
 from ..draw import FONT, colour
+from ..media import WRITABLE_IMAGE_EXTS
 from . import Sink
 
 log = logging.getLogger(__name__)
 
 MAX_RECORDS = 500_000  # (frame, face, emotion) triples, about 50 MB: two faces through 2.3 hours at 30 fps
 MAX_ROWS = 8  # faces drawn, those seen in the most frames
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 class TimelineSink(Sink):
@@ -29,8 +29,8 @@ class TimelineSink(Sink):
         """``fps``: the clip's rate, for a time axis in seconds (0: frame numbers). ``per_face``: one row per
         tracked face (a clip); False for a folder of photos, whose faces are unrelated: every face counts in the
         summary, and the picture has one row, each photo's largest face."""
-        if path and Path(path).suffix.lower() not in IMAGE_SUFFIXES:
-            raise ValueError(f"--timeline {path}: the picture must be .png or .jpg")
+        if path and Path(path).suffix.lower() not in WRITABLE_IMAGE_EXTS:
+            raise ValueError(f"--timeline {path}: the picture must be one of {' '.join(WRITABLE_IMAGE_EXTS)}")
         if path and not Path(path).resolve().parent.is_dir():
             raise OSError(f"{Path(path).parent}: no such folder for --timeline")
         self.path, self.labels, self.fps, self.per_face = path, tuple(labels), fps, per_face

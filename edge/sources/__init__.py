@@ -112,7 +112,8 @@ def open_source(spec: str, cam: CameraConfig, want_main: bool = False, interrupt
     if not p.exists():
         raise SourceError(f"--source {spec!r}: no such file or folder (and not auto, picamera2, webcam:N, demo "
                           "or a stream URL)")
-    from .images import ImageSource, is_image_path
+    from ..media import is_image_path
+    from .images import ImageSource
 
     if p.is_dir() or is_image_path(p):
         return ImageSource(p, cam.still_max_width, cam.max_pixels)

@@ -13,6 +13,10 @@ class SourceError(RuntimeError):
     """The source cannot be opened or died while running."""
 
 
+# A decoder or camera that fails this many frames in a row is treated as dead, not as glitches.
+MAX_CONSECUTIVE_BAD = 25
+
+
 @dataclass
 class Frame:
     seq: int
@@ -49,6 +53,24 @@ class FrameSource(abc.ABC):
         self.bad_frames = 0
         self._seq = 0
 
+    # The lifecycle: open -> (attach_preview) -> start -> read ... -> stop. ``open`` takes the device or file
+    # (where "busy", "missing" and "cannot decode" are found); a preview, when the source has one, is attached
+    # between open and start, as picamera2 requires; ``start`` begins the frames. Recorded sources need no
+    # start, and ``read`` opens a source nobody opened.
+
+    def open(self) -> None:
+        pass
+
+    #: Whether attach_preview works (only the Pi camera shows its frames on the attached display).
+    has_preview: bool = False
+
+    def attach_preview(self, preview, **window) -> None:
+        raise SourceError(f"{self.description} has no preview")
+
+    def set_overlay(self, rgba) -> None:
+        """Boxes and labels over the preview (an RGBA image the size of the main stream)."""
+        raise SourceError(f"{self.description} has no preview")
+
     def start(self) -> None:
         pass
 
@@ -59,6 +81,7 @@ class FrameSource(abc.ABC):
         pass
 
     def __enter__(self):
+        self.open()
         self.start()
         return self
 

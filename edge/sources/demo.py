@@ -56,12 +56,12 @@ class DemoSource(FrameSource):
         self.photo = None
         self._i = 0
 
-    def start(self):
+    def open(self):
         self.photo = astronaut_bgr()
 
     def read(self):
         if self.photo is None:
-            self.start()
+            self.open()
         if self._i >= self.n:
             if not self.loop:
                 return None

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..media import is_image_path
 from .base import FrameSource, SourceError, make_frame
 
 log = logging.getLogger(__name__)
@@ -16,14 +17,6 @@ log = logging.getLogger(__name__)
 # A thumbnail's faces are smaller than the detector's smallest window (min_size, 40 px): its plane is enlarged
 # to this width, so a 128-px photo's 24-px face is searched at about 90 px. Boxes stay in the photo's pixels.
 STILL_MIN_WIDTH = 480
-
-IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm",
-              ".pnm", ".jp2", ".sr", ".ras", ".exr", ".hdr", ".pic"}
-
-
-def is_image_path(p: Path) -> bool:
-    return p.suffix.lower() in IMAGE_EXTS
-
 
 class TooLarge(ValueError):
     pass

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import cv2
 
-from .base import FrameSource, SourceError, make_frame
+from .base import MAX_CONSECUTIVE_BAD, FrameSource, SourceError, make_frame
 
 log = logging.getLogger(__name__)
 
-# A decoder that keeps failing this many reads in a row is treated as dead, not as glitches.
-MAX_CONSECUTIVE_BAD = 25
 
 
 class VideoFileSource(FrameSource):
@@ -36,7 +34,7 @@ class VideoFileSource(FrameSource):
         self.fps = (probe.get(cv2.CAP_PROP_FPS) or 0.0) if probe.isOpened() else 0.0
         probe.release()
 
-    def start(self):
+    def open(self):
         self.cap = cv2.VideoCapture(str(self.path))
         if not self.cap.isOpened():
             raise SourceError(f"{self.path}: not a video OpenCV can decode")
@@ -55,7 +53,7 @@ class VideoFileSource(FrameSource):
 
     def read(self):
         if self.cap is None:
-            self.start()
+            self.open()
         bad = 0
         while True:
             ok, img = self.cap.read()
@@ -120,7 +118,7 @@ class LiveCaptureSource(FrameSource):
         return cv2.VideoCapture(self.spec, cv2.CAP_ANY, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
                                                          cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
 
-    def start(self):
+    def open(self):
         # Opened on a helper thread, watched in slices: a stop while a stream is still connecting returns at
         # once; the helper finishes (and releases what it opened) on its own.
         box: list = []
@@ -163,7 +161,7 @@ class LiveCaptureSource(FrameSource):
 
     def read(self):
         if self._thread is None:
-            self.start()
+            self.open()
         deadline = time.monotonic() + self.stall_timeout
         with self._cond:
             while True:

@@ -13,11 +13,10 @@ import time
 
 import numpy as np
 
-from .base import Frame, FrameSource, SourceError
+from .base import MAX_CONSECUTIVE_BAD, Frame, FrameSource, SourceError
 
 log = logging.getLogger(__name__)
 
-MAX_CONSECUTIVE_BAD = 25
 # The main stream's format: 32-bit, because picamera2's QtGL preview refuses 24-bit formats
 # (previews/q_gl_picamera2.py, Buffer.FMT_MAP) and its DRM preview takes both. XRGB8888 is [B, G, R, 255] in
 # memory, so its first three channels are OpenCV's BGR without a conversion.
@@ -77,6 +76,7 @@ def is_full_range(colour_space) -> bool:
 
 class Picamera2Source(FrameSource):
     live = True
+    has_preview = True
 
     def __init__(self, width=640, height=480, lores_width=320, lores_height=240, fps=30.0, luma_range="auto",
                  want_main: bool = False, camera_num: int = 0, capture_timeout: float = 5.0,
@@ -93,7 +93,7 @@ class Picamera2Source(FrameSource):
         self.picam2 = None
         self._lut = None
 
-    def start(self):
+    def open(self):
         try:
             from picamera2 import Picamera2
         except ImportError as e:
@@ -136,17 +136,27 @@ class Picamera2Source(FrameSource):
                  self.stride, "full" if full else "limited")
 
     def attach_preview(self, preview, **window) -> None:
-        """Called by the display before start: picamera2 wants start_preview before start. Errors the
-        preview raises here (DRM card not accessible, ...) reach the caller; those it raises later on its
-        own thread are caught by the first capture's timeout."""
+        """Between open and start: picamera2 wants start_preview before start. Errors the preview raises
+        here (DRM card not accessible, ...) reach the caller; those it raises later on its own thread are
+        caught by the first capture's timeout."""
+        if self._started:
+            raise SourceError("the preview must be attached before the camera starts")
         self.picam2.start_preview(preview, **window)
         self.preview = (preview, window)
 
-    def run(self):
+    def set_overlay(self, rgba) -> None:
+        self.picam2.set_overlay(rgba)
+
+    def start(self):
+        if self._started:
+            return
+        if self.picam2 is None:
+            self.open()
         try:
             self.picam2.start()
         except Exception as e:
             raise SourceError(f"cannot start the Pi camera: {e}") from None
+        self._started = True
 
     def _capture(self, timeout: float):
         """The next request, or None when the stop event was set; TimeoutError after ``timeout`` s.
@@ -179,15 +189,13 @@ class Picamera2Source(FrameSource):
         closer = threading.Thread(target=lambda: _quiet(old.close), name="picamera2-close", daemon=True)
         closer.start()
         closer.join(timeout=2.0)
+        self._started = False
+        self.open()
         self.start()
-        self.run()
 
     def read(self):
-        if self.picam2 is None:
-            self.start()
         if not self._started:
-            self.run()
-            self._started = True
+            self.start()
         for _ in range(MAX_CONSECUTIVE_BAD):
             try:
                 request = self._capture(self.capture_timeout)
@@ -248,6 +256,7 @@ class Picamera2Source(FrameSource):
             except Exception:
                 pass
         self._close()
+        self._started = False
 
 
 def _quiet(fn) -> None:

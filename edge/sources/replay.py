@@ -29,8 +29,12 @@ class LiveReplaySource(FrameSource):
         self._running = False
         self._thread: threading.Thread | None = None
 
+    def open(self):
+        self.inner.open()
+
     def start(self):
-        self.inner.start()
+        if self._thread is not None:
+            return
         self._running = True
         # Decoding happens on this thread, as a Pi camera's frames come out of its ISP: the frame work the
         # pipeline is measured by starts from a delivered frame.
@@ -67,6 +71,7 @@ class LiveReplaySource(FrameSource):
 
     def read(self):
         if self._thread is None:
+            self.open()
             self.start()
         with self._cond:
             while not self._cond.wait_for(lambda: self._made > self._taken or self._ended, timeout=0.2):
