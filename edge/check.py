@@ -82,7 +82,7 @@ def check_cascade(cfg: Config) -> bool:
 def check_broker(cfg: Config, timeout: float) -> bool:
     if not cfg.mqtt.enabled:
         return _line("broker", None, "mqtt.enabled = false")
-    from .sinks.mqtt import probe
+    from .sinks.mqtt_client import probe
 
     ok, text = probe(cfg.mqtt, cfg.device, timeout)
     return _line("broker", ok, text)

@@ -170,7 +170,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_mqtt(args) -> int:
-    from .sinks.mqtt import forget
+    from .sinks.mqtt_client import forget
 
     cfg = _config(args)
     if not cfg.mqtt.enabled:

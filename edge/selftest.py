@@ -155,7 +155,7 @@ def broker_line(rep: Report, cfg: Config, timeout: float) -> None:
     if not cfg.mqtt.enabled:
         rep.line("info", "mqtt", "mqtt.enabled = false")
         return
-    from .sinks.mqtt import probe
+    from .sinks.mqtt_client import probe
 
     ok, text = probe(cfg.mqtt, cfg.device, timeout, roundtrip=True)
     rep.line("ok" if ok else "FAIL", "mqtt", text)

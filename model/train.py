@@ -87,8 +87,8 @@ RECIPES["res_fast_cam"] = replace(RECIPES["res_slim"], arch="res_fast", epochs=4
 
 def _setup_tf(threads: int, seed: int, precision: str = "float32"):
     tf_environment()
-    import tensorflow as tf
     import keras
+    import tensorflow as tf
 
     keras.mixed_precision.set_global_policy(precision)
 

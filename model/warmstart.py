@@ -45,8 +45,8 @@ def _tflite_layers(path: str | Path) -> list[tuple[str, np.ndarray, np.ndarray]]
 def _layer_shapes(model) -> list[tuple[str, tuple]]:
     import keras
 
-    return ([("CONV_2D", tuple(l.kernel.shape)) for l in model.layers if isinstance(l, keras.layers.Conv2D)]
-            + [("FULLY_CONNECTED", tuple(l.kernel.shape)) for l in model.layers if isinstance(l, keras.layers.Dense)])
+    kinds = ((keras.layers.Conv2D, "CONV_2D"), (keras.layers.Dense, "FULLY_CONNECTED"))
+    return [(name, tuple(layer.kernel.shape)) for cls, name in kinds for layer in model.layers if isinstance(layer, cls)]
 
 
 def _tflite_shapes(src) -> list[tuple[str, tuple]]:
@@ -64,7 +64,7 @@ def keras_from_tflite(path: str | Path, calib_x: np.ndarray):
     for make in ARCHS.values():
         model = make()
         # Only conv -> BatchNorm networks can be rebuilt (the thesis CNN cannot).
-        if _layer_shapes(model) == have and any(l.name.endswith("_bn") for l in model.layers):
+        if _layer_shapes(model) == have and any(layer.name.endswith("_bn") for layer in model.layers):
             load_tflite_weights(model, path, calib_x, src)
             model.trainable = False
             return model
@@ -79,8 +79,8 @@ def load_tflite_weights(model, path: str | Path, calib_x: np.ndarray, src=None) 
     import keras
 
     src = src or _tflite_layers(path)
-    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
-    dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)]
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
     want, have = _layer_shapes(model), _tflite_shapes(src)
     if want != have:
         raise SystemExit(f"--init {path}: its layers {have} do not match the network {model.name}'s {want}")

@@ -4,10 +4,10 @@ import tomllib
 import typing
 
 import pytest
+from conftest import ROOT, emotion_edge
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, emotion_edge
 from edge import config
 from edge.config import Config, ConfigError, from_dict
 

@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
-
 from conftest import ROOT, emotion_edge, free_port, spawn
+
 from edge.display import choose_preview
 from edge.draw import COLOURS, draw_faces, label_rect, overlay_rgba, panel_rect
 from edge.events import Event, Face
@@ -262,8 +262,8 @@ def test_overlay_is_committed_only_when_it_changes_and_at_most_5_per_second(fake
 
 
 def test_unchanged_overlay_is_not_sent_again():
-    from edge.display import PreviewSink
     from edge.config import DisplayConfig
+    from edge.display import PreviewSink
 
     class Source:  # the source's side of the preview: FrameSource.set_overlay
         size, preview, sent = (640, 480), ("DRM", {}), 0

@@ -13,8 +13,8 @@ import time
 import jinja2
 import jsonschema
 import pytest
-
 from conftest import ROOT, Subscriber, emotion_edge, free_port, spawn
+
 from edge.config import Config, MqttConfig
 from edge.sinks import ha
 
@@ -125,7 +125,7 @@ def test_a_taken_client_id_is_named_in_the_log(broker, tmp_path):
 def test_client_id_is_stable_per_machine_under_systemd(tmp_path):
     import os
 
-    from edge.sinks import mqtt as m
+    from edge.sinks import mqtt_client as m
 
     one, two = tmp_path / "one", tmp_path / "two"
     one.write_text("0123456789abcdef0123456789abcdef\n")

@@ -9,8 +9,8 @@ import zipfile
 
 import numpy as np
 import pytest
-
 from conftest import ROOT
+
 from edge.classify import Classifier, shipped_model
 from emotion_model import LABELS, data
 
@@ -292,7 +292,7 @@ def test_training_end_to_end_gives_a_contract_model(tmp_path, fer_csv):
 
     def first_kernel(path):
         model = keras.models.load_model(path)
-        return next(l for l in model.layers if isinstance(l, keras.layers.Conv2D)).get_weights()[0]
+        return next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)).get_weights()[0]
 
     kernels = [first_kernel(p) for p in sorted([*(whole / "snap").iterdir(), *(other / "snap").iterdir()])]
     souped = first_kernel(soup / "averaged.keras")
@@ -414,12 +414,11 @@ def test_consistent_targets_are_the_teachers_scores_on_the_augmented_faces(fer_d
 
 def test_teacher_network_is_rebuilt_from_its_layers(fer_data, tmp_path):
     pytest.importorskip("keras")
+    from edge.preprocess import photometric
     from emotion_model.arch import thesis_cnn
     from emotion_model.evaluate import tflite_scores
     from emotion_model.train import export_float
     from emotion_model.warmstart import keras_from_tflite
-
-    from edge.preprocess import photometric
 
     calib = photometric(fer_data["PublicTest"].x[:1024], "equalize")  # the fast model's contract
     faces = fer_data["PrivateTest"].x[:1024]
@@ -459,11 +458,10 @@ def test_warm_start_reproduces_the_tflite_model(fer_data):
     """--init rebuilds a Keras network from an int8 model (BatchNorm folded away by the converter):
     it must predict what the TFLite model predicts, in inference and in training mode."""
     pytest.importorskip("keras")
+    from edge.preprocess import photometric
     from emotion_model.arch import ARCHS
     from emotion_model.evaluate import tflite_scores
     from emotion_model.warmstart import load_tflite_weights
-
-    from edge.preprocess import photometric
 
     shipped = ROOT / "model" / "emotion_int8.tflite"
     step = CARD["models"]["accurate"]["preprocess"]  # the Keras network takes faces after the model's own step

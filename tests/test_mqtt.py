@@ -6,7 +6,6 @@ import time
 
 import jsonschema
 import pytest
-
 from conftest import ROOT, Broker, Subscriber, emotion_edge, spawn
 
 SCHEMAS = {n: json.loads((ROOT / "edge" / "schemas" / f"{n}.json").read_text())

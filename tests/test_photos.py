@@ -8,7 +8,6 @@ import jsonschema
 import matplotlib
 import numpy as np
 import pytest
-
 from conftest import ROOT, emotion_edge, events_of
 
 SIZES = (48, 64, 100, 200, 350, 600, 1000)

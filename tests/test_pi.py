@@ -9,10 +9,9 @@ import sys
 import tomllib
 
 import pytest
+from conftest import ROOT, cli_env, emotion_edge
 from packaging.markers import Marker
 from packaging.requirements import Requirement
-
-from conftest import ROOT, cli_env, emotion_edge
 
 
 def test_second_user_of_a_camera_is_told_who_holds_it(fake_picamera2):
@@ -65,7 +64,7 @@ def test_empty_credential_means_no_password(tmp_path, monkeypatch):
     """The installer creates /etc/emotion-edge/mqtt-password empty for LoadCredential=; with no username
     that used to stop the service: "a password needs mqtt.username"."""
     from edge.config import MqttConfig
-    from edge.sinks.mqtt import make_client, read_password
+    from edge.sinks.mqtt_client import make_client, read_password
 
     creds = tmp_path / "creds"
     creds.mkdir()

@@ -7,8 +7,8 @@ import time
 import cv2
 import jsonschema
 import numpy as np
-
 from conftest import FAKES, ROOT, emotion_edge, events_of, spawn
+
 from edge import app, config
 from edge.pipeline import Pipeline
 from edge.sources import open_source

@@ -12,7 +12,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import ROOT, cli_env, spawn
 
 UNIT = ROOT / "deploy" / "emotion-edge.service"

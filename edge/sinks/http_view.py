@@ -18,9 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import cv2
 
-from ..secrets import read_secret
 from ..config import DisplayConfig, parse_hostport
 from ..draw import annotate_bgr
+from ..secrets import read_secret
 from . import Sink
 
 log = logging.getLogger(__name__)

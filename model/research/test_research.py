@@ -9,7 +9,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import fer_csv, fer_data  # noqa: E402,F401  (the fixtures these tests take)
 from test_model import _train  # noqa: E402
 
 from edge.classify import Classifier  # noqa: E402
