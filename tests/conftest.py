@@ -90,17 +90,24 @@ class Subscriber:
         if username:
             self.client.username_pw_set(username, password)
         self.topics = topics
-        self.connected = threading.Event()
+        self.connected = threading.Event()  # set when the broker acknowledged every subscription
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
+        self._pending: set = set()
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
-        assert self.connected.wait(5), "test subscriber could not connect"
+        assert self.connected.wait(5), "test subscriber could not connect and subscribe"
 
     def _on_connect(self, c, u, f, rc, p=None):
-        for t in self.topics:
-            c.subscribe(t, qos=1)
-        self.connected.set()
+        with self.lock:
+            self._pending = {c.subscribe(t, qos=1)[1] for t in self.topics}
+
+    def _on_subscribe(self, c, u, mid, reason_codes, p=None):
+        with self.lock:
+            self._pending.discard(mid)
+            if not self._pending:
+                self.connected.set()
 
     def _on_message(self, c, u, msg):
         with self.lock:
@@ -117,6 +124,21 @@ class Subscriber:
                 return True
             time.sleep(0.05)
         return pred()
+
+    def settle(self, quiet: float = 0.3, timeout: float = 10.0) -> list:
+        """Wait until no message arrived for ``quiet`` seconds (what was in flight has come); the messages."""
+        deadline = time.monotonic() + timeout
+        seen, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            with self.lock:
+                n = len(self.messages)
+            if n != seen:
+                seen, since = n, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                break
+            time.sleep(0.02)
+        with self.lock:
+            return list(self.messages)
 
     def close(self):
         self.client.disconnect()

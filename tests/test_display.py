@@ -389,8 +389,7 @@ def test_http_view_in_headless_chromium(tmp_path):
     exe = chromium()
     p, url = http_run(tmp_path)
     shot = tmp_path / "view.png"
-    try:
-        time.sleep(2)
+    try:  # http_run returned once the view served a real event
         r = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                             "--disable-background-networking", "--disable-component-update", "--disable-sync",
                             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1100,620",

@@ -73,11 +73,12 @@ def mqtt_cfg(tmp_path, port, device, extra="", name="c.toml"):
     return p
 
 
-def retained(port, topic_filter, wait=1.5) -> dict:
+def retained(port, topic_filter) -> dict:
+    """What a new subscriber is given at once: the retained messages, once they stop coming."""
     sub = Subscriber(port, topics=(topic_filter,))
-    time.sleep(wait)
+    messages = sub.settle()
     sub.close()
-    return {t: p for t, p, r in sub.messages if r and p}
+    return {t: p for t, p, r in messages if r and p}
 
 
 def stop(p):
@@ -245,7 +246,6 @@ def test_published_means_the_broker_has_it_over_a_slow_link(broker, tmp_path):
     finally:
         p.kill()
         proxy.close()
-    time.sleep(1)
     final = json.loads(retained(broker.port, "emotion-edge/slow/stats")["emotion-edge/slow/stats"])
     received = len(sub.on("/slow/events"))
     sub.close()

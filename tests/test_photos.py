@@ -50,13 +50,14 @@ def test_faces_filling_the_photo_are_found(tmp_path, portraits):
     crops = tmp_path / "crops"
     crops.mkdir()
     made = {}
+    # Every size, both photos; fills and rolls alternate with the size (the README's 126-crop measurement
+    # takes them all: scripts are slower than a test should be).
     for name, img in portraits.items():
-        for fill in (0.8, 0.9, 1.0):
-            for roll in (0, -15, 15):
-                for size in SIZES:
-                    fname = f"{name}_f{int(fill * 100)}_r{roll}_s{size}.png"
-                    cv2.imwrite(str(crops / fname), face_crop(img, truth[name][0], fill, roll, size))
-                    made[fname] = (name, fill, size)
+        for k, size in enumerate(SIZES):
+            for fill, roll in (((0.8, 0), (1.0, 15)) if k % 2 else ((0.9, -15), (1.0, 0))):
+                fname = f"{name}_f{int(fill * 100)}_r{roll}_s{size}.png"
+                cv2.imwrite(str(crops / fname), face_crop(img, truth[name][0], fill, roll, size))
+                made[fname] = (name, fill, size)
     events, err = run_folder(crops)
     schema = json.loads((ROOT / "edge" / "schemas" / "event.json").read_text())
     for ev in events.values():
@@ -64,7 +65,7 @@ def test_faces_filling_the_photo_are_found(tmp_path, portraits):
     missed = [f for f in made if not events[f]["faces"]]
     assert not missed, missed
     padded = sum(f.get("found") == "padded" for ev in events.values() for f in ev["faces"])
-    assert padded >= 12  # the crops the plain search misses (measured here: 24 of 126)
+    assert padded >= 4  # the crops the plain search misses (measured here: 24 of 126, 8 of these 28)
     assert f"{padded} faces filled the photo" in err
     wrong_place, wrong_emotion = [], []
     for fname, (name, fill, size) in made.items():
