@@ -252,3 +252,22 @@ def test_fast_model_chosen_when_a_face_is_over_budget(caplog):
     assert app.make_classifier(config.from_dict({"classifier": {"budget_ms": 0.0}})).path.name == "emotion_int8.tflite"
     named = app.make_classifier(config.from_dict({"classifier": {"model": "accurate", "budget_ms": 0.001}}))
     assert named.path.name == "emotion_int8.tflite"  # a model asked for by name is never swapped
+
+
+# --- the benchmark ----------------------------------------------------------------------------------------------
+
+def test_bench_times_the_camera_path(tmp_path, capsys):
+    """`emotion-edge bench` replays its source live and reports the camera path's numbers (not judged here:
+    scripts/bench_camera.py prints them for the README)."""
+    import json
+
+    from edge.bench import run_bench
+
+    out = tmp_path / "bench.json"
+    assert run_bench(config.Config(), "demo:60", 45, str(out)) == 0
+    text = capsys.readouterr().out
+    assert "replayed live at 30 fps" in text and "CPU ms per frame" in text and "latency p50 / p99" in text
+    r = json.loads(out.read_text())
+    assert r["live"] and r["frames"] + r["dropped"] >= 44 and r["plane"] == [240, 320]
+    assert 0 < r["cpu_ms"] <= r["process_cpu_ms"] and r["latency_p99_ms"] >= r["latency_p50_ms"] > 0
+    assert r["peak_rss_mb"] > 0 and r["faces_per_frame"] > 0.5
