@@ -20,8 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def make_detector(cfg: Config) -> HaarDetector:
-    d = cfg.detector
-    return HaarDetector(d.cascade, d.scale_factor, d.min_neighbors, d.min_size, d.confirm_below, d.tilt)
+    return HaarDetector(cfg.detector)
 
 
 def flips(cfg: Config, live: bool) -> bool:
@@ -46,8 +45,7 @@ def make_classifier(cfg: Config, live: bool = True) -> Classifier:
 
 
 def make_tracker(cfg: Config) -> IouTracker:
-    t = cfg.tracker
-    return IouTracker(t.iou, t.smoothing, t.max_missed)
+    return IouTracker(cfg.tracker)
 
 
 def make_source(cfg: Config, spec: str | None, want_main: bool, stop: threading.Event | None = None) -> FrameSource:

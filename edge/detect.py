@@ -7,6 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .config import DetectorConfig
+
 log = logging.getLogger(__name__)
 
 CASCADE_NAME = "haarcascade_frontalface_default.xml"
@@ -65,8 +67,9 @@ def _load(path: Path) -> cv2.CascadeClassifier:
 
 
 class HaarDetector:
-    def __init__(self, cascade: str = "", scale_factor: float = 1.2, min_neighbors: int = 5, min_size: int = 40,
-                 confirm_below: float = 0.0, tilt: float = 0.0):
+    def __init__(self, cfg: DetectorConfig = DetectorConfig()):
+        cascade, scale_factor, min_neighbors, min_size = cfg.cascade, cfg.scale_factor, cfg.min_neighbors, cfg.min_size
+        confirm_below, tilt = cfg.confirm_below, cfg.tilt
         self.path = find_cascade(cascade)
         self.cascade = _load(self.path)
         self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .config import TrackerConfig
 from .detect import with_roll
 
 
@@ -32,8 +33,8 @@ def iou(a, b) -> float:
 
 
 class IouTracker:
-    def __init__(self, iou_threshold: float = 0.3, smoothing: float = 0.5, max_missed: int = 5):
-        self.iou_threshold, self.alpha, self.max_missed = iou_threshold, smoothing, max_missed
+    def __init__(self, cfg: TrackerConfig = TrackerConfig()):
+        self.iou_threshold, self.alpha, self.max_missed = cfg.iou, cfg.smoothing, cfg.max_missed
         self.tracks: list[Track] = []
         self._next_id = 1
 

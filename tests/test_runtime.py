@@ -9,6 +9,7 @@ import numpy as np
 from conftest import FAKES, ROOT, emotion_edge, events_of, spawn
 
 from edge import app, config
+from edge.config import CameraConfig, DetectorConfig, TrackerConfig
 from edge.pipeline import Pipeline
 from edge.sources import open_source
 from edge.track import IouTracker
@@ -69,7 +70,8 @@ def test_second_cascade_rejects_small_texture_faces_but_keeps_real_ones(astronau
     from edge.sources.base import gray_plane
 
     gravel = cv2.resize(data.gravel(), (2048, 2048), interpolation=cv2.INTER_CUBIC)
-    plain, checked = HaarDetector(confirm_below=0.0), HaarDetector(confirm_below=0.1)
+    plain = HaarDetector(DetectorConfig(confirm_below=0.0))
+    checked = HaarDetector(DetectorConfig(confirm_below=0.1))
     found = plain.detect(gravel)
     assert len(found) >= 4  # Haar alone sees faces in gravel on a large plane
     kept = checked.detect(gravel)
@@ -91,7 +93,7 @@ def test_leaning_faces_are_found_and_turned_upright(astronaut_bgr):
     from edge.preprocess import face_patch
 
     gray = cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY)
-    det = HaarDetector(confirm_below=0.1, tilt=20)
+    det = HaarDetector(DetectorConfig(confirm_below=0.1, tilt=20))
     (upright,) = det.detect(gray, tilted=True)
     assert upright[4] == 0  # an upright face keeps its upright box
     reference = face_patch(gray, upright, 0.0).astype(float)
@@ -110,7 +112,7 @@ def test_leaning_faces_are_found_and_turned_upright(astronaut_bgr):
         assert np.corrcoef(reference.ravel(), patch.ravel())[0, 1] > 0.65
         similarity = [np.corrcoef(reference.ravel(), p.ravel())[0, 1] for p in (patch, unturned)]
         assert similarity[0] > similarity[1] + 0.15
-    assert len(HaarDetector(tilt=0).detect(rolled(gray, 24), tilted=True)) == 0  # tilt 0: upright only
+    assert len(HaarDetector(DetectorConfig(tilt=0)).detect(rolled(gray, 24), tilted=True)) == 0  # tilt 0: upright only
 
 
 def test_leaning_face_in_a_photo_through_the_cli(tmp_path, astronaut_bgr):
@@ -446,7 +448,7 @@ def test_detect_every_k_frames_carries_boxes(demo_video):
 
 
 def test_tracker_keeps_ids_and_smooths():
-    t = IouTracker(iou_threshold=0.3, smoothing=0.5, max_missed=1)
+    t = IouTracker(TrackerConfig(iou=0.3, smoothing=0.5, max_missed=1))
     happy, sad = np.eye(7)[3], np.eye(7)[4]
     a = t.update([[100, 100, 50, 50]], [happy])[0]
     b = t.update([[104, 102, 50, 50], [300, 100, 40, 40]], [sad, happy])
@@ -464,7 +466,7 @@ def test_picamera2_lores_stride_and_limited_range(monkeypatch):
     sys.modules.pop("picamera2", None)
     from edge.sources.picamera2 import Picamera2Source
 
-    src = Picamera2Source(luma_range="limited")
+    src = Picamera2Source(CameraConfig(luma_range="limited"))
     src.open()
     try:
         f = src.read()

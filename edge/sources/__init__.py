@@ -89,25 +89,20 @@ def open_source(spec: str, cam: CameraConfig, want_main: bool = False, interrupt
     if low.startswith("picamera2"):
         from .picamera2 import Picamera2Source
 
-        return Picamera2Source(cam.width, cam.height, cam.lores_width, cam.lores_height, cam.fps, cam.luma_range,
-                               want_main=want_main, camera_num=_index(low), capture_timeout=cam.capture_timeout,
-                               interrupt=interrupt)
+        return Picamera2Source(cam, want_main=want_main, camera_num=_index(low), interrupt=interrupt)
     if low.startswith("webcam"):
         from .opencv import LiveCaptureSource
 
-        return LiveCaptureSource(_index(low), cam.width, cam.height, cam.lores_width, cam.lores_height, cam.fps,
-                                 interrupt=interrupt)
+        return LiveCaptureSource(_index(low), cam, interrupt=interrupt)
     if low == "demo" or low.startswith("demo:"):
         from .demo import DemoSource
 
-        demo = DemoSource(_index(low, 150) or 150, cam.width, cam.height, cam.lores_width, cam.lores_height,
-                          loop=cam.loop)
+        demo = DemoSource(_index(low, 150) or 150, cam)
         return _replayed(demo, cam, interrupt)
     if URL_RE.match(spec):
         from .opencv import LiveCaptureSource
 
-        return LiveCaptureSource(spec, cam.width, cam.height, cam.lores_width, cam.lores_height, cam.fps,
-                                 interrupt=interrupt)
+        return LiveCaptureSource(spec, cam, interrupt=interrupt)
     p = Path(spec).expanduser()
     if not p.exists():
         raise SourceError(f"--source {spec!r}: no such file or folder (and not auto, picamera2, webcam:N, demo "

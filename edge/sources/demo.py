@@ -12,6 +12,7 @@ from importlib import resources
 import cv2
 import numpy as np
 
+from ..config import CameraConfig
 from .base import FrameSource, SourceError, make_frame
 
 
@@ -46,13 +47,13 @@ def demo_frame(photo: np.ndarray, i: int, n: int, size=(640, 480)) -> np.ndarray
 class DemoSource(FrameSource):
     """A recorded source of ``frames`` frames (a few seconds); ends with None."""
 
-    def __init__(self, frames: int = 150, width: int = 640, height: int = 480, lores_width: int = 320,
-                 lores_height: int = 240, loop: bool = False):
+    def __init__(self, frames: int = 150, cam: CameraConfig = CameraConfig()):
         super().__init__()
-        self.n, self.size, self.lores, self.loop = frames, (width, height), (lores_width, lores_height), loop
+        self.n, self.loop = frames, cam.loop
+        self.size, self.lores = (cam.width, cam.height), (cam.lores_width, cam.lores_height)
         self.description = f"demo clip ({frames} frames of the astronaut photo)"
         self.fps = 30.0  # its nominal rate: annotated copies and timelines play it as a 30-fps clip
-        self.total = None if loop else frames
+        self.total = None if self.loop else frames
         self.photo = None
         self._i = 0
 

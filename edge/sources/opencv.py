@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cv2
 
+from ..config import CameraConfig
 from .base import MAX_CONSECUTIVE_BAD, FrameSource, SourceError, make_frame
 
 log = logging.getLogger(__name__)
@@ -86,15 +87,15 @@ class LiveCaptureSource(FrameSource):
 
     live = True
 
-    def __init__(self, spec: str | int, width: int = 640, height: int = 480, lores_width: int = 320,
-                 lores_height: int = 240, fps: float = 30.0, stall_timeout: float = 10.0,
-                 interrupt: threading.Event | None = None, open_timeout: float = 15.0):
+    def __init__(self, spec: str | int, cam: CameraConfig = CameraConfig(), interrupt: threading.Event | None = None,
+                 stall_timeout: float = 10.0, open_timeout: float = 15.0):
         super().__init__()
         # The app's stop event: opening a silent stream blocks inside OpenCV for up to its own timeout, and
         # SIGTERM must end the run within a few seconds whatever the source is doing.
         self.interrupt = interrupt or threading.Event()
         self.open_timeout = open_timeout
-        self.spec, self.size, self.lores, self.fps = spec, (width, height), (lores_width, lores_height), fps
+        self.spec, self.fps = spec, cam.fps
+        self.size, self.lores = (cam.width, cam.height), (cam.lores_width, cam.lores_height)
         self.stall_timeout = stall_timeout
         self.description = f"webcam {spec}" if isinstance(spec, int) else f"stream {spec}"
         self._cond = threading.Condition()

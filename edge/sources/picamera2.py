@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from ..config import CameraConfig
 from .base import MAX_CONSECUTIVE_BAD, Frame, FrameSource, SourceError
 
 log = logging.getLogger(__name__)
@@ -78,11 +79,11 @@ class Picamera2Source(FrameSource):
     live = True
     has_preview = True
 
-    def __init__(self, width=640, height=480, lores_width=320, lores_height=240, fps=30.0, luma_range="auto",
-                 want_main: bool = False, camera_num: int = 0, capture_timeout: float = 5.0,
+    def __init__(self, cam: CameraConfig = CameraConfig(), want_main: bool = False, camera_num: int = 0,
                  interrupt: threading.Event | None = None):
         super().__init__()
-        self.capture_timeout = capture_timeout
+        width, height, lores_width, lores_height = cam.width, cam.height, cam.lores_width, cam.lores_height
+        fps, luma_range, self.capture_timeout = cam.fps, cam.luma_range, cam.capture_timeout
         # Set by the app to its stop event: a capture waiting for a frame gives up when it is set.
         self.interrupt = interrupt or threading.Event()
         self.preview = None  # (kind, kwargs) attached before start, or None

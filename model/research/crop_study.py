@@ -42,8 +42,7 @@ def study(model: str | None, data_path, limit: int | None, out: Path | None) -> 
     from edge.sources.base import gray_plane
 
     cfg = Config()
-    det = HaarDetector(cfg.detector.cascade, cfg.detector.scale_factor, cfg.detector.min_neighbors,
-                       cfg.detector.min_size)
+    det = HaarDetector(cfg.detector)
     clf = Classifier(model, threads=2)
     split = fer.load(data_path, splits=("PublicTest",), limit=limit)["PublicTest"]
     side = 48 * UP + 2 * PAD
