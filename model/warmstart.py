@@ -38,7 +38,9 @@ def _tflite_layers(path: str | Path) -> list[tuple[str, np.ndarray, np.ndarray]]
     for op in it._get_ops_details():
         if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED"):
             _, w, b = op["inputs"][:3]
-            out.append((op["op_name"], value(w), value(b)))
+            weight = value(w)
+            # -1: an op without a bias (the converter drops all-zero ones); TFLite weights are [out, ...].
+            out.append((op["op_name"], weight, value(b) if b >= 0 else np.zeros(weight.shape[0], np.float32)))
     return out
 
 
