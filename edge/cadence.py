@@ -31,23 +31,19 @@ class ScanCadence:
         self.every = every or MIN_EVERY
         self.scan_ms: float | None = None  # moving average of a full scan's wall time
         self._since = None  # frames since the last full scan; None: none yet
-        self._soon = False
 
     def due(self) -> bool:
-        return self._since is None or self._soon or self._since + 1 >= self.every
+        return self._since is None or self._since + 1 >= self.every
 
     def scanned(self, ms: float) -> None:
         self.scan_ms = ms if self.scan_ms is None else 0.8 * self.scan_ms + 0.2 * ms
-        self._since, self._soon = 0, False
+        self._since = 0
         if not self.fixed:
             self.every = min(MAX_EVERY, max(MIN_EVERY, math.ceil(self.scan_ms / (SCAN_SHARE * self.period_ms))))
 
     def skipped(self) -> None:
         self._since = (self._since or 0) + 1
 
-    def lost_face(self) -> None:
-        """A window search did not find a face where it was: look at the whole plane on the next frame."""
-        self._soon = True
 
 
 class ClassifyCadence:

@@ -136,20 +136,23 @@ class Pipeline:
         meanwhile (by track id)."""
         gray = frame.gray
         known = self.tracker.predicted_boxes() / self._to_main(frame)
+        near = None
         if not self.scans.due():
-            self.scans.skipped()
             if not self.windows:
+                self.scans.skipped()
                 return known, False, {}
             near = self.detector.detect_near(gray, known)
-            found = ~np.isnan(near[:, 0])
-            if not found.all():
-                self.scans.lost_face()
-            return near[found], False, {}
+            if not np.isnan(near[:, 0]).any():
+                self.scans.skipped()
+                return near, False, {}
+            # A face its window did not find (it turned, moved fast, reached the edge): the whole plane now,
+            # rather than a frame without it.
         early = {}
         if self._pool is not None and self.windows and len(known):
             # Faces already tracked are found in their windows and classified on the worker while the full
             # scan runs here: both release the GIL, so on a multi-core Pi they overlap.
-            near = self.detector.detect_near(gray, known)
+            if near is None:
+                near = self.detector.detect_near(gray, known)
             found = np.flatnonzero(~np.isnan(near[:, 0]))
             tracks = [self.tracker.tracks[i] for i in found]
             due = [found[j] for j in self.picks.pick(tracks, frame.t_capture)]
@@ -167,7 +170,7 @@ class Pipeline:
             found = with_roll(self.detector.detect_padded(gray, tilted=self.tilted))
             if len(found):
                 boxes, padded = found, True
-        if early:
+        if near is not None:  # a face its window found and this scan missed is still there
             boxes = merge(boxes, near[~np.isnan(near[:, 0])])
         return boxes, padded, early
 
