@@ -266,7 +266,14 @@ def test_training_end_to_end_gives_a_contract_model(tmp_path, fer_csv):
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"trained with {threads} TensorFlow threads, this process uses {threads + 1}" in r.stderr
 
-    # Weight averaging over the kept epochs exports whichever of average and best epoch wins on PublicTest.
+
+
+@pytest.mark.slow
+def test_weight_averaging_and_soups(tmp_path, fer_csv):
+    """Weight averaging over the kept epochs exports whichever of average and best epoch wins on PublicTest.
+    (Apart from the training test above so that the two run side by side.)"""
+    whole = tmp_path / "whole"
+    assert _train(whole, "--epochs", "2", "--keep-from", "1").returncode == 0
     assert sorted(p.name for p in (whole / "snap").iterdir()) == ["epoch_1.keras", "epoch_2.keras"]
     r = subprocess.run([sys.executable, "-m", "emotion_model.average", "--run", str(whole), "--limit", "300"],
                        capture_output=True, text=True, timeout=600)
