@@ -268,3 +268,46 @@ def test_bench_times_the_camera_path(tmp_path, capsys):
     assert r["live"] and r["frames"] + r["dropped"] >= 44 and r["plane"] == [240, 320]
     assert 0 < r["cpu_ms"] <= r["process_cpu_ms"] and r["latency_p99_ms"] >= r["latency_p50_ms"] > 0
     assert r["peak_rss_mb"] > 0 and r["faces_per_frame"] > 0.5
+
+
+# --- outputs and other live sources -----------------------------------------------------------------------------
+
+def test_a_failing_output_is_disabled_and_the_others_go_on(demo_frames, caplog):
+    class Broken(Collect):
+        name = "broken"
+
+        def handle(self, ev, fr):
+            raise OSError("disk full")
+
+    good, bad = Collect(), Broken()
+    cfg = config.Config()
+    pipe = Pipeline(Frames(demo_frames[:20]), app.make_detector(cfg), app.make_classifier(cfg),
+                    app.make_tracker(cfg), [bad, good], cadence=Cadence(0, True, 10.0))
+    res = pipe.run()
+    assert res.frames == 20 and len(good.events) == 20
+    assert pipe.failed_outputs() == ["broken"] and pipe.stats.snapshot()["sink_errors"] == 1
+    assert caplog.text.count("broken output failed, disabled for this run: disk full") == 1
+
+
+def test_stream_source_keeps_the_newest_frame_and_reports_a_stall(demo_video):
+    """LiveCaptureSource (webcams, RTSP/HTTP streams) on a file OpenCV opens as a stream: frames on the lores
+    plane; when the stream stops delivering, a SourceError after stall_timeout, not a hang."""
+    from edge.sources import SourceError
+    from edge.sources.opencv import LiveCaptureSource
+
+    src = LiveCaptureSource(str(demo_video), config.CameraConfig(), stall_timeout=1.0)
+    src.open()
+    try:
+        first = src.read()
+        assert first.gray.shape == (240, 320) and first.main_size == (640, 480) and src.live
+        # The reader decodes the 40-frame file far faster than a camera delivers: reads skip to the newest
+        # frame (never a backlog), then the end of the file is a stream that stopped.
+        t0, seqs = time.monotonic(), [first.seq]
+        with pytest.raises(SourceError, match="stopped delivering frames|no frame for"):
+            while time.monotonic() - t0 < 10:
+                seqs.append(src.read().seq)
+                time.sleep(0.05)
+        assert time.monotonic() - t0 < 5
+        assert len(seqs) < 40 and seqs == sorted(seqs)
+    finally:
+        src.stop()

@@ -301,3 +301,41 @@ def test_tls_with_ca_file(tmp_path):
         assert r.returncode == 1 and "FAIL broker" in r.stdout
     finally:
         b.stop()
+
+
+# --- in-process, through app.build -------------------------------------------------------------------------------
+
+def run_in_process(tmp_path, port, device, extra, source="demo:60"):
+    """The demo clip replayed live (2 s at 30 fps) through app.build's pipeline with MQTT on."""
+    from edge import app, config
+
+    cfg = config.load(mqtt_config(tmp_path, port, device, extra)).replace("camera", replay="live")
+    pipe = app.build(cfg, source, app.Outputs())
+    with pipe.source:
+        res = pipe.run()
+    return res
+
+
+def test_rate_max_caps_events_per_second(broker, tmp_path):
+    sub = Subscriber(broker.port, topics=("emotion-edge/cap/events",))
+    res = run_in_process(tmp_path, broker.port, "cap", 'rate = "max"\nmax_rate = 5.0')
+    assert res.frames >= 50
+    events = [json.loads(p) for _, p, _ in sub.settle()]
+    sub.close()
+    # 2 s of clip at 5 a second: about 10 of the 60 frames, spaced at least 0.2 s apart.
+    assert 6 <= len(events) <= 12, len(events)
+    seqs = [e["seq"] for e in events]
+    assert min(b - a for a, b in zip(seqs, seqs[1:])) >= 5  # 0.2 s at 30 fps, less a frame of jitter
+
+
+def test_snapshots_are_annotated_jpegs_at_their_interval(broker, tmp_path):
+    import cv2
+    import numpy as np
+
+    sub = Subscriber(broker.port, topics=("emotion-edge/snap/snapshot",))
+    run_in_process(tmp_path, broker.port, "snap", "snapshot = true\nsnapshot_interval = 0.5")
+    shots = [p for _, p, _ in sub.settle()]
+    sub.close()
+    assert 2 <= len(shots) <= 6, len(shots)  # 2 s at one per 0.5 s
+    img = cv2.imdecode(np.frombuffer(shots[-1], np.uint8), cv2.IMREAD_COLOR)
+    assert img is not None and img.shape == (480, 640, 3)
