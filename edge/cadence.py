@@ -10,7 +10,7 @@ from .track import Track, iou
 
 # Full scans may take this share of the frame period on average: the rest is left to the window searches,
 # the classifier and the outputs, and most of the core to whatever else runs there. A Pi 4's 45-ms scan is
-# then at the MAX_EVERY cap; an x86 core's 5-15 ms one runs every 2-5 frames.
+# then at the MAX_EVERY cap; an x86 core's 5-16 ms one runs every 2-6 frames.
 SCAN_SHARE = 0.1
 # Never fewer than one full scan in MAX_EVERY frames (a face walking in is found within a third of a second
 # at 30 fps), and never a full scan on every frame when windows follow the faces in between: at MIN_EVERY a
