@@ -66,7 +66,7 @@ def measure(cfg: Config, spec: str | None, frames: int) -> dict:
     st = pipe.stats
     lat = np.asarray(sink.latency_ms or [0.0])
     return {"source": src.description, "live": src.live, "frames": res.frames,
-            "dropped": getattr(src, "dropped", 0), "main": list(pipe.last_main_size or ()),
+            "dropped": src.dropped, "main": list(pipe.last_main_size or ()),
             "plane": list(pipe.last_plane_shape or ()),
             "model": pipe.classifier.path.name, "scan_every": st.scan_every, "threads": cfg.detector.threads,
             "fps": res.frames / wall if wall else 0.0, "cpu_ms": 1000 * (proc - decode) / n,
@@ -79,7 +79,7 @@ def measure(cfg: Config, spec: str | None, frames: int) -> dict:
 
 def report(r: dict) -> str:
     lines = [f"{r['frames']} frames of {r['source']}"
-             + (f" ({r['dropped']} dropped by the replay: the pipeline was busy)" if r["dropped"] else ""),
+             + (f" ({r['dropped']} dropped: the pipeline was busy)" if r["dropped"] else ""),
              f"CPU: {cpu_name()}; main {r['main'][0]}x{r['main'][1]}, detector plane {r['plane'][1]}x{r['plane'][0]}, "
              f"model {r['model']}, full scan every {r['scan_every']} frame(s), {r['threads']} thread(s)",
              "",

@@ -45,7 +45,6 @@ class ScanCadence:
         self._since = (self._since or 0) + 1
 
 
-
 class ClassifyCadence:
     """Which tracked faces to classify on this frame: new faces and faces whose box moved at once; the others
     at most ``hz`` times a second each, the most overdue first, no more per frame than keeps the rate (so
@@ -58,10 +57,10 @@ class ClassifyCadence:
     def pick(self, tracks: list[Track], now: float) -> list[int]:
         if not self.hz:
             return list(range(len(tracks)))
-        urgent = [i for i, t in enumerate(tracks) if t.scores is None or _moved(t)]
+        urgent = {i for i, t in enumerate(tracks) if t.scores is None or _moved(t)}
         overdue = sorted((t.due, i) for i, t in enumerate(tracks) if i not in urgent and now >= t.due)
         share = math.ceil(len(tracks) * self.hz / self.fps)
-        return sorted(urgent + [i for _, i in overdue[:max(0, share - len(urgent))]])
+        return sorted(urgent.union(i for _, i in overdue[:max(0, share - len(urgent))]))
 
     def classified(self, track: Track, now: float) -> None:
         if self.hz:

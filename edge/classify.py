@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -136,8 +137,6 @@ class Classifier:
 
     def ms_per_face(self, runs: int = 8) -> float:
         """The median wall time of one face through the model on this CPU (after one warm-up call)."""
-        import time
-
         x = self.model_input(np.full((1, preprocess.SIDE, preprocess.SIDE), 128, np.uint8))
         self.scores_for_input(x)
         times = []

@@ -137,9 +137,9 @@ def cmd_run(args) -> int:
     if result.reason == "source-error":
         log.error("source failed after %s: %s", summary, result.error)
         return EXIT_FAILURE
-    if getattr(source, "dropped", 0):
+    if source.dropped:
         summary += f", {source.dropped} dropped (the pipeline was busy when they came)"
-    if result.reason == "ended" and source.live and not hasattr(source, "dropped"):
+    if result.reason == "ended" and source.live and not source.replayed:
         log.error("live source ended unexpectedly after %s", summary)
         return EXIT_FAILURE
     if result.reason == "ended" and result.frames == 0:

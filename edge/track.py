@@ -77,12 +77,5 @@ class IouTracker:
         track.scores = s.copy() if track.scores is None else self.alpha * s + (1 - self.alpha) * track.scores
         track.classified_box = track.box.copy()
 
-    def update(self, boxes, scores) -> list[Track]:
-        """match, then observe every face's scores: a frame where every face was classified."""
-        tracks = self.match(boxes)
-        for t, sc in zip(tracks, scores):
-            self.observe(t, sc)
-        return tracks
-
     def reset(self) -> None:
         self.tracks.clear()

@@ -450,13 +450,20 @@ def test_detect_every_k_frames_carries_boxes(demo_video):
 def test_tracker_keeps_ids_and_smooths():
     t = IouTracker(TrackerConfig(iou=0.3, smoothing=0.5, max_missed=1))
     happy, sad = np.eye(7)[3], np.eye(7)[4]
-    a = t.update([[100, 100, 50, 50]], [happy])[0]
-    b = t.update([[104, 102, 50, 50], [300, 100, 40, 40]], [sad, happy])
+
+    def frame(boxes, scores):  # every face classified on this frame
+        tracks = t.match(boxes)
+        for track, sc in zip(tracks, scores):
+            t.observe(track, sc)
+        return tracks
+
+    a = frame([[100, 100, 50, 50]], [happy])[0]
+    b = frame([[104, 102, 50, 50], [300, 100, 40, 40]], [sad, happy])
     assert b[0].id == a.id and b[1].id != a.id
     assert np.argmax(b[0].scores) == 3 or b[0].scores[3] == b[0].scores[4]  # one sad frame does not flip it
-    t.update([], [])
-    t.update([], [])
-    c = t.update([[104, 102, 50, 50]], [happy])[0]
+    frame([], [])
+    frame([], [])
+    c = frame([[104, 102, 50, 50]], [happy])[0]
     assert c.id not in (a.id, b[1].id)  # retired after max_missed
 
 

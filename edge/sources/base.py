@@ -48,9 +48,12 @@ class FrameSource(abc.ABC):
     description: str = "source"
     #: Frames a recorded source will give (for progress lines), or None when unknown or endless.
     total: int | None = None
+    #: A live source that is a clip played as a camera: its end is normal, where a camera's or stream's is a failure.
+    replayed: bool = False
 
     def __init__(self):
         self.bad_frames = 0
+        self.dropped = 0  # live sources: frames that came while the pipeline was busy, replaced by newer ones
         self._seq = 0
 
     # The lifecycle: open -> (attach_preview) -> start -> read ... -> stop. ``open`` takes the device or file

@@ -175,6 +175,7 @@ class LiveCaptureSource(FrameSource):
                     return None
                 if time.monotonic() >= deadline:
                     raise SourceError(f"{self.description}: no frame for {self.stall_timeout:.0f} s")
+            self.dropped += self._count - self._taken - 1
             self._taken = self._count
             img, t = self._latest, self._latest_t
         return make_frame(self._next_seq(), img, *self.lores, t_capture=t)

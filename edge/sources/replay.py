@@ -12,6 +12,7 @@ from .base import FrameSource, SourceError
 
 class LiveReplaySource(FrameSource):
     live = True
+    replayed = True
 
     def __init__(self, inner: FrameSource, fps: float, interrupt: threading.Event | None = None):
         super().__init__()
@@ -19,7 +20,6 @@ class LiveReplaySource(FrameSource):
         self.fps = fps if fps and fps > 0 else 30.0
         self.description = f"{inner.description}, replayed live at {self.fps:g} fps"
         self.interrupt = interrupt or threading.Event()
-        self.dropped = 0  # frames the pipeline was too slow to take, as a camera would lose them
         self.cpu_s = 0.0  # CPU time spent decoding, which a camera's ISP would do: the bench leaves it out
         self._cond = threading.Condition()
         self._latest = None
