@@ -16,28 +16,22 @@ import numpy as np
 
 from .config import Config
 from .metrics import peak_rss_mb
+from .sinks import Sink
 
 
-class _Collect:
+class _Collect(Sink):
     """Serialises each event (what the JSON outputs pay) and keeps its latency and faces."""
 
     name = "bench"
-    needs_image = False
 
     def __init__(self):
         self.latency_ms: list[float] = []
         self.faces: list[int] = []
 
-    def start(self):
-        pass
-
     def handle(self, event, frame):
         event.to_json()
         self.latency_ms.append(event.latency_ms)
         self.faces.append(len(event.faces))
-
-    def close(self):
-        pass
 
 
 def cpu_name() -> str:

@@ -142,6 +142,7 @@ def recall(cfg: config.Config, frames: list[np.ndarray], cadence) -> list:
     capture times a 30-fps camera would give them."""
     from edge import app
     from edge.pipeline import Pipeline
+    from edge.sinks import Sink
     from edge.sources.base import FrameSource, make_frame
 
     class Frames(FrameSource):
@@ -161,17 +162,11 @@ def recall(cfg: config.Config, frames: list[np.ndarray], cadence) -> list:
 
     out = []
 
-    class Keep:
-        name, needs_image = "keep", False
-
-        def start(self):
-            pass
+    class Keep(Sink):
+        name = "keep"
 
         def handle(self, ev, fr):
             out.append([(f.id, f.box, f.emotion) for f in ev.faces])
-
-        def close(self):
-            pass
 
     pipe = Pipeline(Frames(), app.make_detector(cfg), app.make_classifier(cfg), app.make_tracker(cfg), [Keep()],
                     cadence=cadence)

@@ -11,26 +11,21 @@ import pytest
 from edge import app, config
 from edge.cadence import MAX_EVERY, MIN_EVERY, ClassifyCadence, ScanCadence
 from edge.pipeline import Cadence, Pipeline
+from edge.sinks import Sink
 from edge.sources.base import FrameSource, make_frame
 from edge.track import Track
 
 
-class Collect:
-    name, needs_image = "collect", False
+class Collect(Sink):
+    name = "collect"
 
     def __init__(self, delay: float = 0.0):
         self.events, self.delay = [], delay
-
-    def start(self):
-        pass
 
     def handle(self, ev, fr):
         self.events.append(ev)
         if self.delay:
             time.sleep(self.delay)  # an output slower than the camera: the replay must drop, not queue
-
-    def close(self):
-        pass
 
 
 class CountingDetector:
