@@ -186,7 +186,7 @@ class Config:
 _CHOICES = {
     ("camera", "luma_range"): ("auto", "full", "limited"),
     ("camera", "replay"): ("recorded", "live"),
-    ("classifier", "preprocess"): ("auto", "none", "stretch", "equalize"),
+    ("classifier", "preprocess"): ("auto", "none", "stretch", "equalize", "denoise-equalize"),
     ("mqtt", "rate"): ("all", "change", "max"),
     ("display", "preview"): ("auto", "drm", "qtgl", "none"),
     ("service", "log_level"): ("debug", "info", "warning", "error"),

@@ -13,6 +13,7 @@ import numpy as np
 from .cadence import ClassifyCadence, ScanCadence, merge
 from .detect import with_roll
 from .events import Event, Face
+from .preprocess import SHARP_BELOW
 from .sources import FrameSource, SourceError
 
 log = logging.getLogger(__name__)
@@ -208,6 +209,8 @@ class Pipeline:
             for i, sc in zip(todo, scores):
                 self.tracker.observe(tracks[i], sc)
                 self.picks.classified(tracks[i], now)
+        # The next frames' small faces are cut from the main image, which a Pi camera then has to copy.
+        self.source.main_wanted = frame.scale[0] > 1.0 and any(t.box[2] < SHARP_BELOW * frame.scale[0] for t in tracks)
         t2 = pc()
         labels = self.classifier.labels
         faces = []

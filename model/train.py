@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.preprocess import METHODS as PREPROCESS_METHODS
+
 from . import LABELS, tf_environment
 from . import data as fer
 
@@ -370,7 +372,7 @@ class _Progress:
 
 def train(args) -> Path:
     recipe = RECIPES[args.recipe]
-    over = {k: getattr(args, k) for k in ("epochs", "batch", "lr", "warmup_epochs", "precision")
+    over = {k: getattr(args, k) for k in ("epochs", "batch", "lr", "warmup_epochs", "precision", "preprocess")
             if getattr(args, k) is not None}
     if args.augment is not None:
         over["augment"] = None if args.augment == "none" else args.augment
@@ -495,6 +497,8 @@ def main(argv=None) -> int:
     p.add_argument("--init", metavar="MODEL",
                    help="start from this model's weights (same architecture; an int8 .tflite or a float .keras) "
                         "instead of from scratch: fine-tuning, e.g. with --teacher, a lower --lr and a short schedule")
+    p.add_argument("--preprocess", choices=PREPROCESS_METHODS,
+                   help="override the recipe's photometric step (recorded in the exported model's .json)")
     p.add_argument("--precision", choices=("float32", "mixed_bfloat16"),
                    help="override the recipe's; whether bfloat16 pays depends on the CPU (measured: 1.45x "
                         "faster on one machine, 1.5x slower on another with AVX512-BF16 but no AMX)")

@@ -306,3 +306,39 @@ def test_stream_source_keeps_the_newest_frame_and_reports_a_stall(demo_video):
         assert len(seqs) < 40 and seqs == sorted(seqs) and src.dropped > 0  # skipped frames are counted
     finally:
         src.stop()
+
+
+def test_pi_camera_copies_its_main_image_only_while_a_face_is_small(fake_picamera2):
+    """Without an output that draws on it, the Pi camera's 640x480 main image is copied only for the frames after
+    one with a face under SHARP_BELOW on the 320x240 lores plane, so that face is cut from the main image."""
+    from edge.preprocess import SHARP_BELOW
+
+    class Seen(Sink):
+        name = "seen"
+
+        def __init__(self):
+            self.frames = []
+
+        def handle(self, ev, fr):
+            plane_w = [f.box[2] * fr.gray.shape[1] / fr.main_size[0] for f in ev.faces]
+            self.frames.append((fr.main is not None, plane_w))
+
+    cfg = config.Config().replace("display", preview="none")
+    pipe = app.build(cfg, "picamera2", app.Outputs())
+    seen = Seen()
+    pipe.sinks.append(seen)
+    pipe.source.open()
+    try:
+        pipe.run(120)  # the fake camera's scene: the astronaut zooming in and out over 120 frames
+        made = pipe.source.picam2.arrays_made
+    finally:
+        pipe.source.stop()
+    small = [any(w < SHARP_BELOW for w in widths) for _, widths in seen.frames]
+    assert any(small) and not all(small), "the scene should hold both small and large faces"
+    with_main = [m for m, _ in seen.frames]
+    # (events carry boxes rounded to main pixels: a face within a pixel of the threshold may go either way)
+    edge = [any(abs(w - SHARP_BELOW) <= 0.5 for w in widths) for _, widths in seen.frames]
+    wrong = [(i, seen.frames[i - 1], seen.frames[i]) for i in range(1, len(small))
+             if with_main[i] != small[i - 1] and not edge[i - 1]]
+    assert not with_main[0] and not wrong
+    assert made["main"] == sum(with_main) < len(with_main) == made["lores"]

@@ -102,6 +102,27 @@ def test_the_model_says_its_preprocessing_and_every_path_applies_it(fer_data, tm
     assert acc(clf, dark) > acc(clf, x) - 0.03
 
 
+def test_denoising_touches_only_faces_whose_noise_equalisation_would_show(fer_data):
+    """"denoise-equalize" blurs a face slightly before equalising it only when its noise, against its own spread of
+    grey levels, would show after the stretch: the dark and noisy faces of a dim room, not clean ones."""
+    from edge.config import Config, ConfigError, from_dict
+    from edge.preprocess import NOISY, denoise, equalize, noise_after_spread, photometric
+    from emotion_model.camera import exposure, noise
+
+    x = fer_data["PrivateTest"].x[:1000]
+    rng = np.random.default_rng(0)
+    dim = np.stack([noise(exposure(f, 0.3), 5.0, rng) for f in x])
+    assert (noise_after_spread(x) > NOISY).mean() < 0.01
+    assert (noise_after_spread(dim) > NOISY).mean() > 0.99
+    assert (denoise(x) == x).all(axis=(1, 2)).mean() > 0.99
+    assert not (denoise(dim) == dim).all(axis=(1, 2)).any()
+    np.testing.assert_array_equal(photometric(dim, "denoise-equalize"), equalize(denoise(dim)))
+    assert from_dict({"classifier": {"preprocess": "denoise-equalize"}}).classifier.preprocess == "denoise-equalize"
+    assert Config().classifier.preprocess == "auto"
+    with pytest.raises(ConfigError, match="preprocess"):
+        from_dict({"classifier": {"preprocess": "denoise"}})
+
+
 @pytest.mark.parametrize("name", ["accurate", "fast"])
 def test_shipped_models_private_test_accuracy(fer_data, name):
     """Both labels: FER2013's and the FER+ majority (faces with one), on the original pixels."""

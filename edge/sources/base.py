@@ -50,6 +50,10 @@ class FrameSource(abc.ABC):
     total: int | None = None
     #: A live source that is a clip played as a camera: its end is normal, where a camera's or stream's is a failure.
     replayed: bool = False
+    #: Set by the pipeline (on the thread that reads) while a tracked face is small on the detection plane: a
+    #: source that copies its main image only on request (the Pi camera's, when no output draws on it) copies it
+    #: for the next frames, so the face is cut from there, twice as sharp. Sources that always have it ignore it.
+    main_wanted: bool = False
 
     def __init__(self):
         self.bad_frames = 0

@@ -235,7 +235,9 @@ class Picamera2Source(FrameSource):
         gray = np.ascontiguousarray(yuv[:h, :w])
         if self._lut is not None:
             gray = self._lut[gray]
-        main = request.make_array("main")[:, :, :3] if self.want_main else None
+        # Without an output that draws on it, the main image (a 1.2 MB copy) is made only while the pipeline
+        # wants it for a small face.
+        main = request.make_array("main")[:, :, :3] if self.want_main or self.main_wanted else None
         return Frame(seq=self._next_seq(), t_capture=t, wall_time=time.time(), gray=gray, main=main,
                      main_size=self.size, meta={"sensor": meta})
 

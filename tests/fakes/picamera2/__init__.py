@@ -186,6 +186,11 @@ class _Request:
         self.released = False
 
     def make_array(self, name):
+        # request.py CompletedRequest.release: the buffers go back to the camera and config/stream_map are
+        # emptied, so make_array raises "Stream ... is not defined" on a released request.
+        if self.released:
+            raise RuntimeError(f"Stream {name!r} is not defined")
+        self.cam.arrays_made[name] = self.cam.arrays_made.get(name, 0) + 1
         cfg = self.cam.config[name]
         if cfg is None:
             raise KeyError(name)
@@ -249,6 +254,7 @@ class Picamera2:
         self.config = None
         self.camera_config = None
         self.started = False
+        self.arrays_made: dict[str, int] = {}  # per stream, for tests: what the application copied
         self._preview = None
         self._event_loop_running = False
         self._jobs: list[Job] = []
