@@ -36,10 +36,20 @@ def snapshots(run: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def keras_accuracy(model, split) -> float:
-    """A float Keras model's accuracy on one split (a ``data.Split``), as the run chooses by it."""
-    p = model.predict(split.x[..., None].astype(np.float32), batch_size=512, verbose=0)
-    return float((p.argmax(1) == split.y).mean())
+def keras_criterion(model, split, preprocess: str, ferplus: bool) -> float:
+    """A float Keras model's score on one split (a ``data.Split``) by the run's own criterion: FER2013-label
+    accuracy, or its mean with FER+-majority accuracy when the run trained on FER+ votes; the faces through the
+    run's photometric step, as in training."""
+    from edge.preprocess import photometric
+
+    p = model.predict(photometric(split.x, preprocess)[..., None].astype(np.float32), batch_size=512,
+                      verbose=0).argmax(1)
+    acc = float((p == split.y).mean())
+    if not ferplus:
+        return acc
+    major = split.ferplus_majority()
+    keep = major >= 0
+    return (acc + float((p[keep] == major[keep]).mean())) / 2
 
 
 def recalibrate_bn(keras, model, x: np.ndarray, batch: int = 1024) -> None:
@@ -66,6 +76,8 @@ def average(run: Path, data_path=None, limit: int | None = None, first: int = 0,
     tf_environment()
     import keras
 
+    from edge.preprocess import photometric
+
     from .train import export_run, float32_model
 
     out = out or run
@@ -80,6 +92,8 @@ def average(run: Path, data_path=None, limit: int | None = None, first: int = 0,
             raise fer.DataError(f"{r / 'snap'}: no epoch snapshots from epoch {first} (train with --keep-from)")
         snaps += mine
     arch = state["recipe"]["arch"]
+    # Runs from before these keys: no photometric step, FER2013 labels only.
+    preprocess, ferplus = state["recipe"].get("preprocess", "none"), bool(state["recipe"].get("ferplus"))
     t = time.monotonic()
     d = fer.load(data_path, splits=("Training", "PublicTest"), limit=limit)
     tr, va = d["Training"], d["PublicTest"]
@@ -88,8 +102,8 @@ def average(run: Path, data_path=None, limit: int | None = None, first: int = 0,
     weights = [keras.models.load_model(p).get_weights() for _, p in snaps]
     model = keras.models.clone_model(best)
     model.set_weights([np.mean([w[i] for w in weights], axis=0) for i in range(len(weights[0]))])
-    recalibrate_bn(keras, model, tr.x[..., None].astype(np.float32))
-    acc_avg, acc_best = keras_accuracy(model, va), keras_accuracy(best, va)
+    recalibrate_bn(keras, model, photometric(tr.x, preprocess)[..., None].astype(np.float32))
+    acc_avg, acc_best = (keras_criterion(m, va, preprocess, ferplus) for m in (model, best))
     epochs = sorted({e for e, _ in snaps})
     use = acc_avg > acc_best
     runs = f" of {1 + len(also)} runs" if also else ""
@@ -98,11 +112,12 @@ def average(run: Path, data_path=None, limit: int | None = None, first: int = 0,
           f"({time.monotonic() - t:.0f}s)", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / "averaged.keras")
-    result = {"epochs": epochs, "public_test_averaged": round(acc_avg, 4),
+    result = {"epochs": epochs, "criterion": "mean of FER2013 and FER+ majority" if ferplus else "FER2013",
+              "public_test_averaged": round(acc_avg, 4),
               "public_test_best_epoch": round(acc_best, 4), "exported": "averaged" if use else "best"}
     if also:
         result["runs"] = [str(r) for r in (run, *also)]
-    export_run(model if use else best, tr.x, seed, out)
+    export_run(model if use else best, tr.x, seed, out, preprocess)
     (out / "average.json").write_text(json.dumps(result, indent=1))
     return result
 

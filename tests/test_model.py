@@ -294,7 +294,7 @@ def test_weight_averaging_and_soups(tmp_path, fer_csv):
     """Weight averaging over the kept epochs exports whichever of average and best epoch wins on PublicTest.
     (Apart from the training test above so that the two run side by side.)"""
     whole = tmp_path / "whole"
-    assert _train(whole, "--epochs", "2", "--keep-from", "1").returncode == 0
+    assert _train(whole, "--epochs", "2", "--keep-from", "1", "--preprocess", "equalize").returncode == 0
     assert sorted(p.name for p in (whole / "snap").iterdir()) == ["epoch_1.keras", "epoch_2.keras"]
     r = subprocess.run([sys.executable, "-m", "emotion_model.average", "--run", str(whole), "--limit", "300"],
                        capture_output=True, text=True, timeout=600)
@@ -302,11 +302,16 @@ def test_weight_averaging_and_soups(tmp_path, fer_csv):
     chosen = json.loads((whole / "average.json").read_text())
     assert chosen["epochs"] == [1, 2]
     assert (chosen["exported"] == "averaged") == (chosen["public_test_averaged"] > chosen["public_test_best_epoch"])
+    # The best epoch scores what training measured: the same faces through the run's photometric step, which the
+    # exported model then names.
+    trained_best = json.loads((whole / "state.json").read_text())["best_val_accuracy"]
+    assert chosen["public_test_best_epoch"] == pytest.approx(trained_best, abs=2e-4)
     assert Classifier(whole / "emotion_int8.tflite").in_zero == -128
+    assert Classifier(whole / "emotion_int8.tflite").preprocess == "equalize"
 
     # A soup: the snapshots of another seed's run join the average; the result goes elsewhere.
     other, soup = tmp_path / "seed2", tmp_path / "soup"
-    assert _train(other, "--epochs", "2", "--keep-from", "1", "--seed", "2").returncode == 0
+    assert _train(other, "--epochs", "2", "--keep-from", "1", "--seed", "2", "--preprocess", "equalize").returncode == 0
     avg = [sys.executable, "-m", "emotion_model.average", "--run", str(whole), "--also", str(other), "--limit", "300"]
     r = subprocess.run(avg, capture_output=True, text=True, timeout=600)
     assert r.returncode == 2 and "needs --out" in r.stderr
