@@ -62,7 +62,7 @@ def choose_preprocess(path: Path, setting: str, contract: dict | None) -> str:
         return "stretch" if setting == "auto" else setting
     trained = contract["preprocess"]
     if setting not in ("auto", trained):
-        raise ModelError(f"{path}: the model was trained on faces with preprocess = \"{trained}\" "
+        raise ModelError(f"{path}: the model expects faces with preprocess = \"{trained}\" "
                          f"({path.with_suffix('.json').name}), but [classifier] preprocess = \"{setting}\"; "
                          "use \"auto\"")
     return trained

@@ -83,7 +83,7 @@ def test_the_model_says_its_preprocessing_and_every_path_applies_it(fer_data, tm
         assert clf.contract["preprocess"] == clf.preprocess == "denoise-equalize"
         np.testing.assert_array_equal(clf.model_input(x[:50]), quantize(equalize(denoise(x[:50])), clf.in_scale,
                                                                          clf.in_zero, clf.in_dtype))
-        with pytest.raises(ModelError, match="trained on faces with preprocess"):
+        with pytest.raises(ModelError, match="expects faces with preprocess"):
             Classifier(name, photometric="stretch")
     step = camera_and_photometric(dataclasses.replace(RECIPES["res_slim_cam"], camera=False))
     np.testing.assert_array_equal(step(x[:50, :, :, None].astype(np.float32), np.array([1, 2]))[..., 0],

@@ -185,7 +185,7 @@ def test_thumbnail_and_photo_in_shadow(tmp_path, astronaut_bgr):
     contradicting = tmp_path / "contradicting.toml"
     contradicting.write_text('[classifier]\npreprocess = "none"\n')
     r = emotion_edge("run", "--config", str(contradicting), "--source", str(thumb), cwd=tmp_path)
-    assert r.returncode == 1 and 'trained on faces with preprocess = "equalize"' in r.stderr
+    assert r.returncode == 1 and 'expects faces with preprocess = "denoise-equalize"' in r.stderr
 
 
 def test_portrait_phone_clip_is_played_upright(tmp_path, astronaut_bgr):
