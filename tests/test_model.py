@@ -106,8 +106,8 @@ def test_denoising_touches_only_faces_whose_noise_equalisation_would_show(fer_da
     """"denoise-equalize" blurs a face slightly before equalising it only when its noise, against its own spread of
     grey levels, would show after the stretch: the dark and noisy faces of a dim room, not clean ones."""
     from edge.classify import read_contract
-    from edge.config import Config, ConfigError, from_dict
-    from edge.preprocess import NOISY, denoise, equalize, noise_after_spread, photometric
+    from edge.config import _CHOICES, Config, ConfigError, from_dict
+    from edge.preprocess import METHODS, NOISY, denoise, equalize, noise_after_spread, photometric
     from emotion_model.camera import exposure, noise
 
     x = fer_data["PrivateTest"].x[:1000]
@@ -120,6 +120,8 @@ def test_denoising_touches_only_faces_whose_noise_equalisation_would_show(fer_da
     np.testing.assert_array_equal(photometric(dim, "denoise-equalize"), equalize(denoise(dim)))
     assert from_dict({"classifier": {"preprocess": "denoise-equalize"}}).classifier.preprocess == "denoise-equalize"
     assert Config().classifier.preprocess == "auto"
+    # The setting's choices are written out in edge.config (which does not import OpenCV): the same list.
+    assert _CHOICES[("classifier", "preprocess")] == ("auto", *METHODS)
     with pytest.raises(ConfigError, match="preprocess"):
         from_dict({"classifier": {"preprocess": "denoise"}})
     # What it is for: the shipped model in a dim room (all of PrivateTest at 30 % light with noise), against the same
