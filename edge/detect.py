@@ -68,18 +68,16 @@ def _load(path: Path) -> cv2.CascadeClassifier:
 
 class HaarDetector:
     def __init__(self, cfg: DetectorConfig = DetectorConfig()):
-        cascade, scale_factor, min_neighbors, min_size = cfg.cascade, cfg.scale_factor, cfg.min_neighbors, cfg.min_size
-        confirm_below, tilt = cfg.confirm_below, cfg.tilt
-        self.path = find_cascade(cascade)
+        self.path = find_cascade(cfg.cascade)
         self.cascade = _load(self.path)
-        self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
-        self.confirm_below = confirm_below
-        self.confirm_path = find_cascade("", CONFIRM_NAME) if confirm_below > 0 else None
+        self.scale_factor, self.min_neighbors, self.min_size = cfg.scale_factor, cfg.min_neighbors, cfg.min_size
+        self.confirm_below = cfg.confirm_below
+        self.confirm_path = find_cascade("", CONFIRM_NAME) if cfg.confirm_below > 0 else None
         self.confirmer = _load(self.confirm_path) if self.confirm_path else None  # None: no second check
         self.rejected = 0  # boxes the second cascade did not confirm, for the log and tests
         # The frontal cascade finds faces rolled up to about 12 degrees; ``detect(..., tilted=True)`` also
         # searches the plane turned by -tilt and +tilt, so heads leaning up to about 30 degrees are found.
-        self.tilt = float(tilt)
+        self.tilt = float(cfg.tilt)
 
     def detect(self, gray: np.ndarray, tilted: bool = False) -> np.ndarray:
         """Faces ``[N, 5]`` float32, largest first: x, y, w, h of the upright face box in ``gray`` coordinates

@@ -13,7 +13,7 @@ import numpy as np
 from .cadence import ClassifyCadence, ScanCadence, merge
 from .detect import with_roll
 from .events import Event, Face
-from .preprocess import SHARP_BELOW
+from .preprocess import cut_from_main
 from .sources import FrameSource, SourceError
 
 log = logging.getLogger(__name__)
@@ -210,7 +210,7 @@ class Pipeline:
                 self.tracker.observe(tracks[i], sc)
                 self.picks.classified(tracks[i], now)
         # The next frames' small faces are cut from the main image, which a Pi camera then has to copy.
-        self.source.main_wanted = frame.scale[0] > 1.0 and any(t.box[2] < SHARP_BELOW * frame.scale[0] for t in tracks)
+        self.source.main_wanted = any(cut_from_main(t.box[2] / frame.scale[0], frame.scale) for t in tracks)
         t2 = pc()
         labels = self.classifier.labels
         faces = []

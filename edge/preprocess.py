@@ -69,16 +69,22 @@ def _crop(gray: np.ndarray, x0: int, y0: int, x1: int, y1: int, box) -> np.ndarr
 SHARP_BELOW = 2 * SIDE
 
 
+def cut_from_main(width: float, scale) -> bool:
+    """Whether a face ``width`` pixels wide on the detection plane is cut from the main image (``scale`` = main
+    pixels per plane pixel, x and y): small there, and the main image is larger."""
+    return width < SHARP_BELOW and min(scale) > 1.0
+
+
 def sharper_patches(gray: np.ndarray, boxes, margin: float, main: np.ndarray | None, scale) -> np.ndarray:
     """Like ``patches``, but a face smaller than SHARP_BELOW on ``gray`` is cut from ``main`` (BGR, ``scale`` =
     main pixels per plane pixel, x and y) when the main image is larger: only the face's square is turned grey,
     so the cost is a few hundred microseconds per small face, not a conversion of the frame."""
-    if main is None or not len(boxes) or min(scale) <= 1.0:
+    if main is None or not len(boxes):
         return patches(gray, boxes, margin)
     out = []
     for b in boxes:
         b = np.asarray(b, dtype=np.float64)
-        if b[2] >= SHARP_BELOW:
+        if not cut_from_main(b[2], scale):
             out.append(face_patch(gray, b, margin))
             continue
         m = b.copy()

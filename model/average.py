@@ -36,14 +36,11 @@ def snapshots(run: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def keras_criterion(model, split, preprocess: str, ferplus: bool) -> float:
-    """A float Keras model's score on one split (a ``data.Split``) by the run's own criterion: FER2013-label
-    accuracy, or its mean with FER+-majority accuracy when the run trained on FER+ votes; the faces through the
-    run's photometric step, as in training."""
-    from edge.preprocess import photometric
-
-    p = model.predict(photometric(split.x, preprocess)[..., None].astype(np.float32), batch_size=512,
-                      verbose=0).argmax(1)
+def keras_criterion(model, x: np.ndarray, split, ferplus: bool) -> float:
+    """A float Keras model's score on one split (a ``data.Split``, its faces ``x`` through the run's photometric
+    step, as in training) by the run's own criterion: FER2013-label accuracy, or its mean with FER+-majority
+    accuracy when the run trained on FER+ votes."""
+    p = model.predict(x[..., None].astype(np.float32), batch_size=512, verbose=0).argmax(1)
     acc = float((p == split.y).mean())
     if not ferplus:
         return acc
@@ -103,7 +100,8 @@ def average(run: Path, data_path=None, limit: int | None = None, first: int = 0,
     model = keras.models.clone_model(best)
     model.set_weights([np.mean([w[i] for w in weights], axis=0) for i in range(len(weights[0]))])
     recalibrate_bn(keras, model, photometric(tr.x, preprocess)[..., None].astype(np.float32))
-    acc_avg, acc_best = (keras_criterion(m, va, preprocess, ferplus) for m in (model, best))
+    va_x = photometric(va.x, preprocess)
+    acc_avg, acc_best = (keras_criterion(m, va_x, va, ferplus) for m in (model, best))
     epochs = sorted({e for e, _ in snaps})
     use = acc_avg > acc_best
     runs = f" of {1 + len(also)} runs" if also else ""

@@ -64,13 +64,13 @@ def make_pair(members: list[Path], out: Path, data_path=None, limit: int | None 
     tr, va = d["Training"], d["PublicTest"]
     result = {"members": []}
     for path, net in zip(members, nets):
-        acc, macs = keras_criterion(net, va, "none", False), count_macs(net)
+        acc, macs = keras_criterion(net, va.x, va, False), count_macs(net)
         result["members"].append({"model": str(member_checkpoint(path)), "network": net.name, "macs": macs,
                                   "params": net.count_params(), "public_test": round(acc, 4)})
         print(f"member {net.name}: {macs / 1e6:.1f} M MACs, {net.count_params():,} params, "
               f"PublicTest {acc:.4f} float", flush=True)
     joined = pair(nets)
-    acc = keras_criterion(joined, va, "none", False)
+    acc = keras_criterion(joined, va.x, va, False)
     result.update(macs=count_macs(joined), params=joined.count_params(), public_test=round(acc, 4))
     print(f"pair: {result['macs'] / 1e6:.1f} M MACs, {result['params']:,} params, PublicTest {acc:.4f} float "
           f"({time.monotonic() - t:.0f}s)", flush=True)
