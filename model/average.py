@@ -125,7 +125,8 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="a training run directory with snap/epoch_N.keras files")
     p.add_argument("--from-epoch", type=int, default=0, help="average snapshots from this epoch on (default: all)")
-    p.add_argument("--data", help="fer2013.csv[.gz] or image folder (default: ../shared/data/fer2013.csv.gz)")
+    p.add_argument("--data", help="fer2013plus.csv.gz, fer2013.csv[.gz] or image folder "
+                   "(default: ../shared/data/fer2013plus.csv.gz)")
     p.add_argument("--limit", type=int, help="at most this many rows per split (smoke tests)")
     p.add_argument("--seed", type=int, default=1, help="picks the quantization's representative images")
     p.add_argument("--also", action="append", default=[],

@@ -89,7 +89,8 @@ def main(argv=None) -> int:
     p.add_argument("--member", action="append", default=[], required=True,
                    help="a training run directory or a .keras model (repeat; at least two)")
     p.add_argument("--out", required=True, help="where the joined model goes")
-    p.add_argument("--data", help="fer2013.csv[.gz] or image folder (default: ../shared/data/fer2013.csv.gz)")
+    p.add_argument("--data", help="fer2013plus.csv.gz, fer2013.csv[.gz] or image folder "
+                   "(default: ../shared/data/fer2013plus.csv.gz)")
     p.add_argument("--limit", type=int, help="at most this many rows per split (smoke tests)")
     p.add_argument("--seed", type=int, default=1, help="picks the quantization's representative images")
     args = p.parse_args(argv)
