@@ -93,3 +93,18 @@ def test_texture_gets_no_new_false_faces(tmp_path):
     events, _ = run_folder(folder)
     padded = [(name, f["box"]) for name, ev in events.items() for f in ev["faces"] if f.get("found") == "padded"]
     assert padded == []
+
+
+def test_faces_across_a_panorama_are_found(tmp_path, portraits):
+    """A wide group photo is searched with as many pixels as a 4:3 photo, not squeezed to still_max_width: 12
+    people side by side in a 5694×512 strip; the astronaut's 97-px faces would be 35 px (under min_size) at 2048."""
+    row = [cv2.resize(img, (round(img.shape[1] * 512 / img.shape[0]), 512), interpolation=cv2.INTER_AREA)
+           for k in range(12) for img in [portraits["astronaut" if k % 2 == 0 else "hopper"]]]
+    cv2.imwrite(str(tmp_path / "panorama.png"), np.hstack(row))
+    r = emotion_edge("run", "--source", str(tmp_path / "panorama.png"))
+    assert r.returncode == 0, r.stderr
+    (ev,) = events_of(r.stdout)
+    assert ev["frame"] == {"w": sum(img.shape[1] for img in row), "h": 512}
+    ends = np.cumsum([img.shape[1] for img in row])
+    seats = sorted(int(np.searchsorted(ends, f["box"][0] + f["box"][2] / 2, side="right")) for f in ev["faces"])
+    assert seats == list(range(12)), [f["box"] for f in ev["faces"]]
