@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from emotion_model import LABELS
 
+from .cadence import file_scan_every
 from .classify import Classifier
 from .config import Config
 from .detect import HaarDetector
@@ -109,11 +110,14 @@ def make_sinks(cfg: Config, out: Outputs, source: FrameSource, stats_fn=None, la
 
 
 def cadence(cfg: Config, source: FrameSource) -> Cadence:
-    """A live source gets the frame budget's cadence; files and photos every stage on every frame."""
+    """A live source gets the frame budget's cadence; a video file full scans several times a second of the clip
+    and window searches between them, every face classified on every frame; photos every stage."""
     d = cfg.detector
-    if not source.live:
-        return Cadence(scan_every=d.every or 1)
+    if source.independent:
+        return Cadence()
     fps = getattr(source, "fps", 0.0) or cfg.camera.fps
+    if not source.live:
+        return Cadence(scan_every=d.every or file_scan_every(fps), windows=d.windows, fps=fps)
     return Cadence(scan_every=d.every, windows=d.windows, classify_hz=cfg.classifier.hz, workers=d.threads, fps=fps)
 
 

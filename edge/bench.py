@@ -103,7 +103,7 @@ def run_bench(cfg: Config, spec: str | None, n: int, json_path: str | None = Non
         print("bench: the source gave no frames")
         return 1
     print(("the camera path (source replayed live; --recorded for the file path)" if live else
-           "the file path (every frame, file settings)") + "\n" + report(r))
+           "the file path (file settings)") + "\n" + report(r))
     if json_path:
         Path(json_path).write_text(json.dumps(r, indent=1))
     return 0

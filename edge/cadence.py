@@ -1,5 +1,5 @@
 """The camera path's frame budget: how often the whole plane is scanned, and how often each face is
-re-classified. Files and photos have no budget and do both on every frame; these rules are for live sources."""
+re-classified. Photos have no budget and do both on every frame; video files full scan at a fixed rate."""
 from __future__ import annotations
 
 import math
@@ -17,8 +17,18 @@ SCAN_SHARE = 0.1
 # new face waits at most one frame more, measured to cost under 1 % of face-frames (README, benchmarks).
 MIN_EVERY = 2
 MAX_EVERY = 10
+# A video file has no frame budget, but its plane is four times a camera's and each full scan is three (upright
+# and both tilts): full scans this many times per second of the clip, tracked faces followed in windows between
+# them. A face walking in is found within a sixth of a second of the clip; a face its window loses gets a full
+# scan on the next frame.
+FILE_SCANS_PER_S = 6
 # A face re-classified as soon as its box has moved or grown this much since it was last classified.
 MOVED_IOU = 0.5
+
+
+def file_scan_every(fps: float) -> int:
+    """Frames per full scan of a video file: FILE_SCANS_PER_S a second of the clip (5 at 30 fps, 1 at 6 fps)."""
+    return max(1, round(fps / FILE_SCANS_PER_S)) if fps > 0 else 1
 
 
 class ScanCadence:

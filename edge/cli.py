@@ -224,7 +224,7 @@ def parser() -> argparse.ArgumentParser:
                                      "CPU-ms per frame, latency, memory")
     common(b)
     b.add_argument("--frames", type=int, default=300, metavar="N")
-    b.add_argument("--recorded", action="store_true", help="time the file path instead (every frame, file settings)")
+    b.add_argument("--recorded", action="store_true", help="time the file path instead (file settings)")
     b.add_argument("--json", metavar="PATH", help="also write the numbers as JSON")
     b.set_defaults(func=cmd_bench)
 

@@ -40,7 +40,7 @@ class CameraConfig:
     # Files are detected on larger planes than live cameras: they have no frame budget and their
     # faces may be small (a person across the room in a 1080p clip).
     still_max_width: int = num(2048, 64, 16384)
-    video_max_width: int = num(640, 64, 8192)
+    video_max_width: int = num(1280, 64, 8192)
     # "live": play a video file or the demo clip as a camera would deliver it (the lores-sized plane, the live
     # defaults, paced at the file's rate, the newest frame only when the pipeline falls behind); "recorded":
     # every frame, as fast as it goes, with the file settings.
@@ -72,7 +72,7 @@ class DetectorConfig:
     tilt_live: bool = False
     # Live sources: scan the whole plane every k-th frame (0: k chosen from the measured scan cost and the frame
     # period, 2..10) and between scans look for each tracked face only near where it was (``windows``; off: its
-    # box is carried). Files and photos: every frame, or every k-th with k > 0.
+    # box is carried). Video files: 0 is six full scans a second of the clip; photos always every stage.
     every: int = num(0, 0, 100)
     windows: bool = True
     # Threads for the frame work: 1 keeps it all on the capture thread; 2 or more also classify tracked faces on

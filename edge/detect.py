@@ -146,11 +146,12 @@ class HaarDetector:
                     scale_range: float = WINDOW_SCALES) -> np.ndarray:
         """The faces of ``boxes`` (``[N, 5]``, last positions on this plane) looked for again, each only in a
         window around its box and only at sizes within ``scale_range`` of it: a fraction of a full scan, for
-        the frames between full scans. Row i is face i's new upright box, or NaN where it was not found there.
-        No second cascade: these faces were confirmed when the full scan found them."""
+        the frames between full scans. Row i is face i's new box and roll (a leaning face is looked for at its
+        roll), or NaN where it was not found there. No second cascade: these faces were confirmed when the full
+        scan found them."""
         out = np.full((len(boxes), 5), np.nan, np.float32)
         H, W = gray.shape[:2]
-        for i, (x, y, w, h, _roll) in enumerate(np.asarray(boxes, np.float32).reshape(-1, 5)):
+        for i, (x, y, w, h, roll) in enumerate(np.asarray(boxes, np.float32).reshape(-1, 5)):
             m = reach * max(w, h)
             x0, y0 = int(max(0, x - m)), int(max(0, y - m))
             x1, y1 = int(min(W, x + w + m)), int(min(H, y + h + m))
@@ -165,18 +166,36 @@ class HaarDetector:
             lo, hi = max(24, int(side / scale_range)), int(side * scale_range) + 1
             if min(roi.shape[:2]) < lo:
                 continue
+            roll = 0.0 if np.isnan(roll) else float(roll)
+            if roll:
+                # A face found leaning is looked for leaning the same way: the window turned upright, as the
+                # full scan's turned planes do, instead of an upright search that misses it and costs a
+                # full scan on the next frame.
+                m = cv2.getRotationMatrix2D((roi.shape[1] / 2.0, roi.shape[0] / 2.0), -roll, 1.0)
+                roi = cv2.warpAffine(roi, m, (roi.shape[1], roi.shape[0]), flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_REPLICATE)
             found = self.cascade.detectMultiScale(roi, scaleFactor=WINDOW_STEP,
                                                   minNeighbors=min(self.min_neighbors, WINDOW_NEIGHBORS),
                                                   minSize=(lo, lo), maxSize=(hi, hi))
-            found = np.asarray(found, np.float32).reshape(-1, 4) / s
+            found = np.asarray(found, np.float32).reshape(-1, 4)
+            if roll and self.confirmer is not None:
+                # As on the full scan's turned planes, a leaning box must satisfy the second cascade too:
+                # texture seen turned (grass, gravel) would otherwise be followed from window to window.
+                found = np.asarray([b for b in found if self._confirmed(roi, b, 4)], np.float32).reshape(-1, 4)
             if not len(found):
                 continue
+            if roll:
+                c = np.column_stack([found[:, 0] + found[:, 2] / 2, found[:, 1] + found[:, 3] / 2,
+                                     np.ones(len(found), np.float32)])
+                back = c @ cv2.invertAffineTransform(m).T.astype(np.float32)
+                found[:, 0], found[:, 1] = back[:, 0] - found[:, 2] / 2, back[:, 1] - found[:, 3] / 2
+            found /= s
             found[:, 0] += x0
             found[:, 1] += y0
             # The one nearest where the face was: a second face inside the window is the full scan's to find.
             c = found[:, :2] + found[:, 2:] / 2
             k = int(np.argmin(np.hypot(c[:, 0] - (x + w / 2), c[:, 1] - (y + h / 2))))
-            out[i, :4], out[i, 4] = found[k], 0.0
+            out[i, :4], out[i, 4] = found[k], roll
         return out
 
     def _search(self, gray: np.ndarray, strict: bool = False) -> tuple[np.ndarray, np.ndarray]:

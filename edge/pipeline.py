@@ -83,8 +83,7 @@ class Cadence:
     """The frame budget of a live source (edge.cadence): full scans every ``scan_every`` frames (0: chosen
     from their measured cost), window searches between them (``windows``; off: boxes carried), each face
     re-classified ``classify_hz`` times a second (0: every frame), and with ``workers`` >= 2 the classifier
-    runs on a worker thread beside the full scan. ``Cadence()`` is what files and photos get: everything on
-    every frame."""
+    runs on a worker thread beside the full scan. ``Cadence()`` is what photos get: everything on every frame."""
 
     scan_every: int = 1
     windows: bool = False

@@ -411,39 +411,58 @@ def test_status_line_shows_progress_through_a_clip(tmp_path, demo_video):
 
 
 class CountingDetector:
-    def __init__(self, inner):
-        self.inner, self.calls = inner, 0
+    """Counts full scans; window searches go straight to the real detector."""
 
-    def detect(self, gray):
+    def __init__(self, inner, windows=False):
+        self.inner, self.calls = inner, 0
+        if windows:
+            self.detect_near = inner.detect_near
+
+    def detect(self, gray, tilted=False):
         self.calls += 1
-        return self.inner.detect(gray)
+        return self.inner.detect(gray, tilted=tilted)
+
+
+class Collect:
+    name, needs_image = "collect", False
+
+    def __init__(self):
+        self.events = []
+
+    def start(self):
+        pass
+
+    def handle(self, ev, fr):
+        self.events.append(ev)
+
+    def close(self):
+        pass
+
+
+def run_clip(clip, frames):
+    """A video file through the file path in-process: its events and the full scans it took."""
+    cfg = config.from_dict({})
+    src = open_source(str(clip), cfg.camera)
+    det, sink = CountingDetector(app.make_detector(cfg), windows=True), Collect()
+    with src:
+        pipe = Pipeline(src, det, app.make_classifier(cfg, live=False), app.make_tracker(cfg), [sink],
+                        cadence=app.cadence(cfg, src), tilted=True)
+        assert pipe.run().frames == frames
+    return sink.events, det.calls, pipe
 
 
 def test_detect_every_k_frames_carries_boxes(demo_video):
     cfg = config.from_dict({"detector": {"every": 3}})
     det = CountingDetector(app.make_detector(cfg))
     src = open_source(str(demo_video), cfg.camera)
-    events = []
-
-    class Collect:
-        name, needs_image = "collect", False
-
-        def start(self):
-            pass
-
-        def handle(self, ev, fr):
-            events.append(ev)
-
-        def close(self):
-            pass
-
+    sink = Collect()
     with src:
-        pipe = Pipeline(src, det, app.make_classifier(cfg), app.make_tracker(cfg), [Collect()],
+        pipe = Pipeline(src, det, app.make_classifier(cfg), app.make_tracker(cfg), [sink],
                         cadence=app.cadence(cfg, src))
         res = pipe.run()
     assert res.frames == 40
     assert det.calls <= 40 // 3 + 8  # plus re-detections when the face was lost
-    carried = [e for i, e in enumerate(events) if i % 3 != 0 and e.faces]
+    carried = [e for i, e in enumerate(sink.events) if i % 3 != 0 and e.faces]
     assert carried, "frames between detections should still report the tracked face"
 
 
@@ -564,3 +583,50 @@ def test_hostile_files_and_paths_are_one_line_each(tmp_path):
         assert "Traceback" not in r.stderr and r.returncode in (0, 1), (where, r.stderr[-800:])
     assert run("--events", str(tmp_path / "nowhere" / "e.jsonl")).returncode == 2
     assert run("--annotate", str(tmp_path / "nowhere" / "a.mp4")).returncode == 2
+
+
+def test_small_faces_in_a_1080p_clip_are_found_on_every_frame(tmp_path, astronaut_bgr):
+    """People a few metres from a phone: 70- and 100-px faces in 1920x1080 frames, moving. The file's plane is
+    1280 wide (at 640 they would be 23 and 33 px, under the detector's 40), full scans 6 times a second of
+    the clip and the faces followed in windows between them."""
+    import matplotlib
+
+    hopper = cv2.imread(matplotlib.get_data_path() + "/sample_data/grace_hopper.jpg")
+    heads = [cv2.resize(astronaut_bgr, None, fx=70 / 97, fy=70 / 97, interpolation=cv2.INTER_AREA),
+             cv2.resize(hopper, None, fx=100 / 200, fy=100 / 200, interpolation=cv2.INTER_AREA)]
+    clip = tmp_path / "room.avi"
+    out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 30, (1920, 1080))
+    for t in range(30):
+        frame = np.full((1080, 1920, 3), 90, np.uint8)
+        for i, head in enumerate(heads):
+            x, y = 300 + 900 * i + 4 * t, 400 - 2 * t
+            frame[y:y + head.shape[0], x:x + head.shape[1]] = head
+        out.write(frame)
+    out.release()
+
+    events, scans, pipe = run_clip(clip, 30)
+    assert pipe.last_plane_shape == (720, 1280)
+    assert [len(e.faces) for e in events] == [2] * 30
+    assert {f.id for e in events for f in e.faces} == {1, 2}
+    assert scans <= 30 // 5 + 2, scans  # full scans; windows between them found both faces
+    for e in events:
+        by_x = sorted(e.faces, key=lambda f: f.box[0])
+        assert 60 < by_x[0].box[2] < 90 and 85 < by_x[1].box[2] < 125, [f.box for f in by_x]
+
+
+def test_a_leaning_face_is_followed_between_full_scans(tmp_path, astronaut_bgr):
+    """A head leaning 20 degrees, found by the full scan's turned search, is looked for leaning in its window
+    too: full scans stay at their rate instead of one on every frame."""
+    turned = cv2.warpAffine(astronaut_bgr, cv2.getRotationMatrix2D((256, 256), 20, 1.0), (512, 512),
+                            borderMode=cv2.BORDER_REPLICATE)
+    clip = tmp_path / "leaning.avi"
+    out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 30, (1280, 720))
+    for t in range(30):
+        frame = np.full((720, 1280, 3), 90, np.uint8)
+        frame[100:612, 200 + 8 * t:712 + 8 * t] = turned
+        out.write(frame)
+    out.release()
+    events, scans, _ = run_clip(clip, 30)
+    assert [len(e.faces) for e in events] == [1] * 30
+    assert {f.roll for e in events for f in e.faces} == {20.0}
+    assert scans <= 30 // 5 + 2, scans

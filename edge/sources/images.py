@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from ..media import is_image_path
-from .base import FrameSource, SourceError, make_frame
+from .base import FrameSource, SourceError, make_frame, plane_width
 
 log = logging.getLogger(__name__)
 
@@ -18,13 +18,6 @@ log = logging.getLogger(__name__)
 # to this width, so a 128-px photo's 24-px face is searched at about 90 px. Boxes stay in the photo's pixels.
 STILL_MIN_WIDTH = 480
 
-
-def still_plane_width(w: int, h: int, max_width: int) -> int:
-    """The width a photo is searched at: at most max_width, or, for a photo wider than 4:3, as many pixels as a
-    4:3 photo max_width wide. A panorama squeezed to max_width would shrink its faces under the detector's
-    smallest window; the scan's cost follows the pixel count, so the count is what is bounded."""
-    s = min(1.0, max(max_width / w, (max_width * max_width * 0.75 / (w * h)) ** 0.5))
-    return max(1, round(w * s))
 
 class TooLarge(ValueError):
     pass
@@ -132,7 +125,7 @@ class ImageSource(FrameSource):
                 self.bad_frames += 1
                 log.warning("%s: not a readable image, skipped", f.name)
                 continue
-            plane_w = still_plane_width(img.shape[1], img.shape[0], self.max_width)
+            plane_w = plane_width(img.shape[1], img.shape[0], self.max_width, 3 / 4)
             frame = make_frame(self._next_seq(), img, plane_w, name=f.name if self.folder else None)
             h, w = frame.gray.shape
             k = min(STILL_MIN_WIDTH / w, max(1.0, self.max_width / h))  # a narrow strip is not made huge

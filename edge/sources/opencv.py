@@ -9,14 +9,16 @@ from pathlib import Path
 import cv2
 
 from ..config import CameraConfig
-from .base import MAX_CONSECUTIVE_BAD, FrameSource, SourceError, make_frame
+from .base import MAX_CONSECUTIVE_BAD, FrameSource, SourceError, make_frame, plane_width
 
 log = logging.getLogger(__name__)
 
 
 
 class VideoFileSource(FrameSource):
-    """Recorded: every frame in order; ends with None (or loops)."""
+    """Recorded: every frame in order; ends with None (or loops). The detector's plane is at most
+    ``lores_width`` × ``lores_height`` (a camera's lores stream, for replay), or with ``lores_height`` None
+    at most ``lores_width`` wide, a frame wider than 16:9 keeping the pixels of a 16:9 one (``plane_width``)."""
 
     def __init__(self, path: str | Path, lores_width: int = 320, lores_height: int | None = 240, loop: bool = False,
                  max_pixels: int = 64_000_000):
@@ -48,6 +50,8 @@ class VideoFileSource(FrameSource):
             self.cap.release()
             raise SourceError(f"{self.path}: {w}x{h} frames are over the {self.max_pixels / 1e6:g} MP limit "
                               "([camera] max_pixels)")
+        if self.lores[1] is None and w and h:
+            self.lores = (plane_width(w, h, self.lores[0], 9 / 16), None)
         self.frame_count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.total = self.frame_count if self.frame_count > 0 and not self.loop else None
         self._read_any = False
