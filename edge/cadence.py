@@ -22,13 +22,16 @@ MAX_EVERY = 10
 # them. A face walking in is found within a sixth of a second of the clip; a face its window loses gets a full
 # scan on the next frame.
 FILE_SCANS_PER_S = 6
+# A clip's header can claim any rate (variable-rate phone clips, broken files): k stays at most this, a sixth
+# of a second of a 120-fps slow-motion clip.
+FILE_MAX_EVERY = 20
 # A face re-classified as soon as its box has moved or grown this much since it was last classified.
 MOVED_IOU = 0.5
 
 
 def file_scan_every(fps: float) -> int:
     """Frames per full scan of a video file: FILE_SCANS_PER_S a second of the clip (5 at 30 fps, 1 at 6 fps)."""
-    return max(1, round(fps / FILE_SCANS_PER_S)) if fps > 0 else 1
+    return min(FILE_MAX_EVERY, max(1, round(fps / FILE_SCANS_PER_S))) if fps > 0 else 1
 
 
 class ScanCadence:

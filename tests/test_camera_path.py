@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge import app, config
-from edge.cadence import MAX_EVERY, MIN_EVERY, ClassifyCadence, ScanCadence
+from edge.cadence import MAX_EVERY, MIN_EVERY, ClassifyCadence, ScanCadence, file_scan_every
 from edge.pipeline import Cadence, Pipeline
 from edge.sinks import Sink
 from edge.sources.base import FrameSource, make_frame
@@ -141,6 +141,12 @@ def test_stop_while_replaying_returns_at_once(demo_video):
 
 
 # --- detection cadence ------------------------------------------------------------------------------------------
+
+def test_video_files_scan_six_times_a_second_of_the_clip():
+    assert [file_scan_every(fps) for fps in (30.0, 29.97, 25.0, 60.0, 6.0, 1.0)] == [5, 5, 4, 10, 1, 1]
+    assert file_scan_every(0.0) == 1  # no rate: every frame
+    assert file_scan_every(90000.0) == 20  # nor one it claims absurdly
+
 
 def test_scan_cadence_follows_the_measured_cost():
     c = ScanCadence(every=0, fps=30.0)
