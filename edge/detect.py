@@ -147,8 +147,8 @@ class HaarDetector:
         """The faces of ``boxes`` (``[N, 5]``, last positions on this plane) looked for again, each only in a
         window around its box and only at sizes within ``scale_range`` of it: a fraction of a full scan, for
         the frames between full scans. Row i is face i's new box and roll (a leaning face is looked for at its
-        roll), or NaN where it was not found there. No second cascade: these faces were confirmed when the full
-        scan found them."""
+        roll), or NaN where it was not found there. Upright faces skip the second cascade: they were confirmed
+        when the full scan found them."""
         out = np.full((len(boxes), 5), np.nan, np.float32)
         H, W = gray.shape[:2]
         for i, (x, y, w, h, roll) in enumerate(np.asarray(boxes, np.float32).reshape(-1, 5)):
@@ -171,8 +171,8 @@ class HaarDetector:
                 # A face found leaning is looked for leaning the same way: the window turned upright, as the
                 # full scan's turned planes do, instead of an upright search that misses it and costs a
                 # full scan on the next frame.
-                m = cv2.getRotationMatrix2D((roi.shape[1] / 2.0, roi.shape[0] / 2.0), -roll, 1.0)
-                roi = cv2.warpAffine(roi, m, (roi.shape[1], roi.shape[0]), flags=cv2.INTER_LINEAR,
+                turn = cv2.getRotationMatrix2D((roi.shape[1] / 2.0, roi.shape[0] / 2.0), -roll, 1.0)
+                roi = cv2.warpAffine(roi, turn, (roi.shape[1], roi.shape[0]), flags=cv2.INTER_LINEAR,
                                      borderMode=cv2.BORDER_REPLICATE)
             found = self.cascade.detectMultiScale(roi, scaleFactor=WINDOW_STEP,
                                                   minNeighbors=min(self.min_neighbors, WINDOW_NEIGHBORS),
@@ -187,7 +187,7 @@ class HaarDetector:
             if roll:
                 c = np.column_stack([found[:, 0] + found[:, 2] / 2, found[:, 1] + found[:, 3] / 2,
                                      np.ones(len(found), np.float32)])
-                back = c @ cv2.invertAffineTransform(m).T.astype(np.float32)
+                back = c @ cv2.invertAffineTransform(turn).T.astype(np.float32)
                 found[:, 0], found[:, 1] = back[:, 0] - found[:, 2] / 2, back[:, 1] - found[:, 3] / 2
             found /= s
             found[:, 0] += x0
