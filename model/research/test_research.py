@@ -144,3 +144,25 @@ def test_pair_is_one_graph_averaging_its_members(tmp_path, fer_data):
     assert np.abs(int8 - joined).max() < 0.1
 
 
+
+
+def test_frontier_scores_models_and_their_averages(tmp_path, fer_data):
+    """Each model, then every average of two or more, on both label sets; the figure is drawn from the
+    JSON alone, and a model path that does not exist is refused by name."""
+    from emotion_model import data
+    from emotion_model.research import frontier
+
+    split = fer_data["PrivateTest"]
+    sub = data.Split(split.x[:400], split.y[:400], split.votes[:400])
+    rows = frontier.score_models({"accurate*": str(ROOT / "model" / "emotion_int8.tflite"),
+                                  "fast*": str(ROOT / "model" / "emotion_fast_int8.tflite")}, sub)
+    assert [(r["name"], r["kind"]) for r in rows] == [("accurate", "shipped"), ("fast", "shipped"),
+                                                       ("accurate + fast", "ensemble")]
+    assert all(0.3 < r["fer2013"] < 0.9 and 0.3 < r["ferplus"] < 0.95 for r in rows)
+    table = {"split": "PrivateTest", "target": frontier.TARGET, "models": rows}
+    (tmp_path / "f.json").write_text(json.dumps(table))
+    assert frontier.main(["--json", str(tmp_path / "f.json"), "--out", str(tmp_path / "f.png")]) == 0
+    assert (tmp_path / "f.png").stat().st_size > 10_000
+    r = subprocess.run([sys.executable, "-m", "emotion_model.research.frontier", "--model", "x=/nope.tflite",
+                        "--json", str(tmp_path / "g.json")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "x=/nope.tflite" in r.stderr
