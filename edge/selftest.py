@@ -80,7 +80,7 @@ def platform_lines(rep: Report) -> None:
                                f"{runtime}")
 
 
-def camera_lines(rep: Report, source) -> None:
+def camera_lines(rep: Report, source, min_size: int) -> None:
     from .sources.picamera2 import Picamera2Source
 
     if not isinstance(source, Picamera2Source) or source.picam2 is None:
@@ -98,6 +98,11 @@ def camera_lines(rep: Report, source) -> None:
     rep.line("info", "streams", f"main {main['format']} {main['size'][0]}x{main['size'][1]} stride {main['stride']}, "
                                 f"lores {lores['format']} {lores['size'][0]}x{lores['size'][1]} "
                                 f"stride {lores['stride']}, luma {'limited' if source._lut is not None else 'full'}")
+    # The camera's reach: what a maker placing it in a room needs to know first (README: how far away).
+    (mw, mh), (lw, lh) = main["size"], lores["size"]
+    rep.line("info", "range", f"faces from about {round(min_size * mw / lw)} px wide in the {mw}x{mh} picture "
+                              f"(min_size {min_size} on the {lw}x{lh} lores plane; a larger lores plane reaches "
+                              "further)")
 
 
 def frames_lines(rep: Report, cfg: Config, spec: str | None, frames: int) -> None:
@@ -114,7 +119,7 @@ def frames_lines(rep: Report, cfg: Config, spec: str | None, frames: int) -> Non
         rep.line("FAIL", "camera", str(e))
         return
     try:
-        camera_lines(rep, pipe.source)
+        camera_lines(rep, pipe.source, cfg.detector.min_size)
         faces = []
         pipe.on_frame.append(lambda ev: faces.append(len(ev.faces)))
         t, cpu = time.perf_counter(), time.process_time()

@@ -182,6 +182,7 @@ def test_selftest_on_the_pi_camera_with_preview_and_broker(broker, tmp_path):
     out = r.stdout
     assert "imx708" in out and "sensor modes 1536x864@120" in out
     assert "main XRGB8888 640x480 stride 2560, lores YUV420 320x240 stride 384, luma full" in out
+    assert "faces from about 80 px wide in the 640x480 picture (min_size 40 on the 320x240 lores plane" in out
     assert "ok   preview   DRM" in out and "overlay commits" in out
     assert "round trip" in out
     assert out.splitlines()[-1] == "selftest: 3 ok, 0 warn, 0 fail"
