@@ -223,6 +223,15 @@ start_service() {
     fi
 }
 
+display_note() {
+    # A desktop started at boot is the screen's DRM master, so the service's HDMI preview cannot show there
+    # (the journal says so at every start; the maker is looking here now).
+    local dm="$ROOT/etc/systemd/system/display-manager.service"
+    if [ -L "$dm" ] || [ -e "$dm" ]; then
+        say "note: this system boots to a desktop, which holds the screen: the preview with boxes shows on HDMI only when it boots to the console (sudo raspi-config nonint do_boot_behaviour B1, then reboot); or set [display] http and open the live view in the desktop's browser"
+    fi
+}
+
 uninstall() {
     say "uninstall emotion-edge"
     sysctl stop emotion-edge.service
@@ -260,6 +269,7 @@ main() {
     unit_file
     check
     start_service
+    display_note
     [ "$CHECK_OK" = 1 ] || exit 1
     say "done: journalctl -u emotion-edge -f shows the log"
 }

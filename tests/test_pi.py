@@ -60,6 +60,26 @@ def test_installer_checks_before_it_starts_the_service(tmp_path):
     assert stop < check < start
 
 
+def test_installer_says_a_desktop_hides_the_preview(tmp_path):
+    """Pi OS with a desktop starts a display manager at boot; its compositor holds the screen, and the
+    service's DRM preview fails there. The installer says what to do; without a desktop it says nothing."""
+    (tmp_path / "etc" / "systemd" / "system").mkdir(parents=True)
+    (tmp_path / "etc" / "os-release").write_text("VERSION_CODENAME=bookworm\n")
+
+    def install():
+        r = subprocess.run(["bash", str(ROOT / "deploy" / "install.sh"), "--dry-run", "--arch", "arm64"],
+                           capture_output=True, text=True, env=dict(os.environ, EMOTION_EDGE_ROOT=str(tmp_path)),
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    assert "boots to a desktop" not in install()
+    # As raspi-config and lightdm leave it (dangling here: the test root has no /lib/systemd).
+    (tmp_path / "etc" / "systemd" / "system" / "display-manager.service").symlink_to("/lib/systemd/system/lightdm.service")
+    out = install()
+    assert "boots to a desktop" in out and "raspi-config nonint do_boot_behaviour B1" in out and "[display] http" in out
+
+
 def test_empty_credential_means_no_password(tmp_path, monkeypatch):
     """The installer creates /etc/emotion-edge/mqtt-password empty for LoadCredential=; with no username
     that used to stop the service: "a password needs mqtt.username"."""
