@@ -27,6 +27,11 @@ def qt_available() -> bool:
     return importlib.util.find_spec("PyQt5") is not None
 
 
+# What to do when a desktop holds the screen: the service (a system user) cannot join the desktop's session.
+DESKTOP_HINT = ("a desktop holding the screen? boot to the console (sudo raspi-config nonint do_boot_behaviour B1) "
+                "for the preview, or use [display] http; preview = \"none\" skips it")
+
+
 def choose_preview(setting: str, env=None, qt: bool | None = None) -> tuple[str, str]:
     """("drm" | "qtgl" | "none", why). "auto": a desktop session (``$DISPLAY``/``$WAYLAND_DISPLAY``) with
     PyQt5 gets an OpenGL window; otherwise (the usual case under systemd) the preview draws straight to the
@@ -105,8 +110,7 @@ class PreviewSink(Sink):
             where = f"{size[0]}x{size[1]}" if size else "640x480 (display mode unknown)"
             log.info("preview: %s on the attached display, %s (%s)", self.kind.upper(), where, self.why)
         except Exception as e:
-            hint = ("another program (a desktop?) holds the display; set [display] preview = \"qtgl\" under a "
-                    "desktop or \"none\"" if self.kind == "drm" else
+            hint = (DESKTOP_HINT if self.kind == "drm" else
                     "no usable desktop session; set [display] preview = \"drm\" or \"none\"")
             log.error("preview %s unavailable (%s): %s; running without a preview", self.kind.upper(), e, hint)
 

@@ -191,7 +191,7 @@ def test_display_unusable_at_start_is_a_clear_message_not_a_crash(tmp_path):
     """DrmPreview's constructor opens the card: a synchronous failure in start_preview."""
     r, calls = fake_run(tmp_path, "drm", FAKE_PICAMERA2_DRM_BUSY="card")
     assert r.returncode == 0, r.stderr
-    assert "preview DRM unavailable" in r.stderr and "holds the display" in r.stderr
+    assert "preview DRM unavailable" in r.stderr and "do_boot_behaviour B1" in r.stderr
     assert not [c for c in calls if c["call"] == "set_overlay"]
 
 

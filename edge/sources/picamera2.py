@@ -181,8 +181,9 @@ class Picamera2Source(FrameSource):
         its event loop is gone with it, so the camera is opened again with the invisible null preview."""
         kind = getattr(self.preview[0], "name", str(self.preview[0]))
         self.preview_failed = (f"no frame within {self.capture_timeout:g} s after the {kind} preview started: it "
-                               "failed on its own thread (is a desktop holding the display?); running without a "
-                               "preview; set [display] preview = \"none\" to skip it")
+                               "failed on its own thread (a desktop holding the screen? boot to the console: sudo "
+                               "raspi-config nonint do_boot_behaviour B1); running without a preview; set [display] "
+                               "preview = \"none\" to skip it")
         log.error("%s", self.preview_failed)
         self.preview = None
         old, self.picam2 = self.picam2, None
