@@ -108,3 +108,16 @@ def test_faces_across_a_panorama_are_found(tmp_path, portraits):
     ends = np.cumsum([img.shape[1] for img in row])
     seats = sorted(int(np.searchsorted(ends, f["box"][0] + f["box"][2] / 2, side="right")) for f in ev["faces"])
     assert seats == list(range(12)), [f["box"] for f in ev["faces"]]
+
+
+def test_the_plane_is_bounded_by_pixels_not_width():
+    """A phone's portrait and landscape photos get the same scale; a panorama keeps its faces; nothing is
+    enlarged; video planes are bounded like a 16:9 frame."""
+    from edge.sources.base import plane_width
+
+    assert plane_width(4032, 3024, 2048, 3 / 4) == 2048
+    assert plane_width(3024, 4032, 2048, 3 / 4) == 1536
+    assert plane_width(6000, 1000, 2048, 3 / 4) == round(6000 * (2048 * 1536 / 6e6) ** 0.5)  # 3920
+    assert plane_width(800, 600, 2048, 3 / 4) == 800
+    assert plane_width(1920, 1080, 1280, 9 / 16) == 1280
+    assert plane_width(1080, 1920, 1280, 9 / 16) == 720

@@ -101,11 +101,11 @@ class FrameSource(abc.ABC):
 
 
 def plane_width(w: int, h: int, max_width: int, aspect: float) -> int:
-    """The width a file's frame is searched at: at most ``max_width``, or, for a frame wider than ``aspect``
-    (height / width: 3/4 for photos, 9/16 for video), as many pixels as that shape ``max_width`` wide. A
-    panorama squeezed to ``max_width`` would shrink its faces under the detector's smallest window; a scan's
-    cost follows the pixel count, so the count is what is bounded."""
-    s = min(1.0, max(max_width / w, (max_width * max_width * aspect / (w * h)) ** 0.5))
+    """The width a file's frame is searched at: as many pixels as a plane ``max_width`` wide of the usual shape
+    (``aspect`` = height / width: 3/4 for photos, 9/16 for video), never enlarged. A scan's cost follows the
+    pixel count, and a phone's portrait and landscape pictures get the same scale; a panorama squeezed to
+    ``max_width`` would shrink its faces under the detector's smallest window."""
+    s = min(1.0, (max_width * max_width * aspect / (w * h)) ** 0.5)
     return max(1, round(w * s))
 
 

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 class VideoFileSource(FrameSource):
     """Recorded: every frame in order; ends with None (or loops). The detector's plane is at most
     ``lores_width`` × ``lores_height`` (a camera's lores stream, for replay), or with ``lores_height`` None
-    at most ``lores_width`` wide, a frame wider than 16:9 keeping the pixels of a 16:9 one (``plane_width``)."""
+    as many pixels as a 16:9 frame ``lores_width`` wide (``plane_width``)."""
 
     def __init__(self, path: str | Path, lores_width: int = 320, lores_height: int | None = 240, loop: bool = False,
                  max_pixels: int = 64_000_000):
@@ -50,8 +50,6 @@ class VideoFileSource(FrameSource):
             self.cap.release()
             raise SourceError(f"{self.path}: {w}x{h} frames are over the {self.max_pixels / 1e6:g} MP limit "
                               "([camera] max_pixels)")
-        if self.lores[1] is None and w and h:
-            self.lores = (plane_width(w, h, self.lores[0], 9 / 16), None)
         self.frame_count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.total = self.frame_count if self.frame_count > 0 and not self.loop else None
         self._read_any = False
@@ -64,7 +62,10 @@ class VideoFileSource(FrameSource):
             ok, img = self.cap.read()
             if ok and img is not None and img.size:
                 self._read_any = True
-                return make_frame(self._next_seq(), img, *self.lores)
+                w, h = self.lores
+                if h is None:  # from the frame as turned upright: the header's size is the stored one
+                    w = plane_width(img.shape[1], img.shape[0], w, 9 / 16)
+                return make_frame(self._next_seq(), img, w, h)
             # At the real end read() fails too: tell end from corruption by the position.
             pos = self.cap.get(cv2.CAP_PROP_POS_FRAMES)
             if not self._read_any and bad == 0:
