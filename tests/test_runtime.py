@@ -6,6 +6,7 @@ import sys
 import cv2
 import jsonschema
 import numpy as np
+import pytest
 from conftest import FAKES, ROOT, emotion_edge, events_of, spawn
 
 from edge import app, config
@@ -327,6 +328,40 @@ def test_folder_summary_counts_every_photo(tmp_path, astronaut_bgr):
     assert cv2.imread(str(tmp_path / "t.png")) is not None
     single = emotion_edge("run", "--source", str(d / "0.jpg"), "--events", "none")
     assert "summary:" not in single.stderr  # one photo: its event says it all
+
+
+def test_phone_photos_opencv_cannot_read_are_named_not_passed_over(tmp_path, astronaut_bgr):
+    """An iPhone folder holds HEIC photos, which OpenCV cannot decode: they used to be left out of a folder
+    without a word, and a single one was opened as a video ("not a video OpenCV can decode")."""
+    d = tmp_path / "phone"
+    d.mkdir()
+    cv2.imwrite(str(d / "IMG_0001.jpg"), astronaut_bgr)
+    heic = d / "IMG_0002.HEIC"
+    heic.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+    r = emotion_edge("run", "--source", str(d))
+    assert r.returncode == 0, r.stderr
+    assert len(events_of(r.stdout)) == 1
+    assert "1 photo(s) skipped: OpenCV cannot read HEIC/HEIF photos" in r.stderr and "heif-convert" in r.stderr
+    assert "1 frames, 1 bad" in r.stderr
+    r = emotion_edge("run", "--source", str(heic))
+    assert r.returncode == 1 and "convert them to JPEG" in r.stderr and "video" not in r.stderr
+
+
+def test_avif_photos_are_read_where_opencv_can(tmp_path, astronaut_bgr):
+    from PIL import Image
+
+    d = tmp_path / "web"
+    d.mkdir()
+    try:
+        Image.fromarray(astronaut_bgr[:, :, ::-1]).save(d / "a.avif")
+    except (KeyError, OSError):
+        pytest.skip("this Pillow cannot write AVIF")
+    if cv2.imdecode(np.fromfile(d / "a.avif", np.uint8), cv2.IMREAD_COLOR) is None:
+        pytest.skip("this OpenCV build cannot read AVIF")
+    r = emotion_edge("run", "--source", str(d))
+    assert r.returncode == 0, r.stderr
+    (ev,) = events_of(r.stdout)
+    assert ev["source"] == "a.avif" and ev["faces"][0]["emotion"] == "happy"
 
 
 def test_annotated_image_shows_box_in_emotion_colour(tmp_path, astronaut_bgr):

@@ -107,9 +107,11 @@ def open_source(spec: str, cam: CameraConfig, want_main: bool = False, interrupt
     if not p.exists():
         raise SourceError(f"--source {spec!r}: no such file or folder (and not auto, picamera2, webcam:N, demo "
                           "or a stream URL)")
-    from ..media import is_image_path
+    from ..media import CONVERT_HINT, is_image_path, is_unreadable_image
     from .images import ImageSource
 
+    if p.is_file() and is_unreadable_image(p):
+        raise SourceError(f"{p}: {CONVERT_HINT}")
     if p.is_dir() or is_image_path(p):
         return ImageSource(p, cam.still_max_width, cam.max_pixels)
     from .opencv import VideoFileSource

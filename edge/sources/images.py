@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..media import is_image_path
+from ..media import CONVERT_HINT, is_image_path, is_unreadable_image
 from .base import FrameSource, SourceError, make_frame, plane_width
 
 log = logging.getLogger(__name__)
@@ -94,8 +94,13 @@ class ImageSource(FrameSource):
         os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(max_pixels))
         if self.path.is_dir():
             self.files = sorted(p for p in self.path.iterdir() if p.is_file() and is_image_path(p))
+            heic = sum(1 for p in self.path.iterdir() if p.is_file() and is_unreadable_image(p))
+            if heic:
+                # Photos the user expects to see in the results: counted as bad, and said once, with the fix.
+                self.bad_frames += heic
+                log.warning("%d photo(s) skipped: %s", heic, CONVERT_HINT)
             if not self.files:
-                raise SourceError(f"{self.path}: no image files in this folder")
+                raise SourceError(f"{self.path}: no image files in this folder" + (f" ({CONVERT_HINT})" if heic else ""))
             self.folder = True
             self.description = f"folder {self.path} ({len(self.files)} images)"
         elif self.path.is_file():
