@@ -107,7 +107,9 @@ class ClassifierConfig:
 class TrackerConfig:
     iou: float = num(0.3, 0.01, 0.99)
     smoothing: float = num(0.5, 0.01, 1.0)  # weight of the newest scores in the exponential moving average
-    max_missed: int = num(5, 1, 1000)  # frames a face may go undetected before its id is dropped
+    # Frames a face may go undetected before its id is dropped: a second at 30 fps, so someone who looks away
+    # and back, in about the same place, stays one face.
+    max_missed: int = num(30, 1, 1000)
 
 
 @dataclass(frozen=True)

@@ -142,11 +142,15 @@ class Pipeline:
                 self.scans.skipped()
                 return known, False, {}
             near = self.detector.detect_near(gray, known)
-            if not np.isnan(near[:, 0]).any():
+            lost = np.isnan(near[:, 0])
+            fresh = np.array([t.missed == 0 for t in self.tracker.tracks], bool)
+            if not (lost & fresh).any():
                 self.scans.skipped()
-                return near, False, {}
-            # A face its window did not find (it turned, moved fast, reached the edge): the whole plane now,
-            # rather than a frame without it.
+                return near[~lost], False, {}
+            # A face its window did not find this frame (it turned, moved fast, reached the edge): the whole
+            # plane now, rather than a frame without it. One already missing since an earlier frame (someone
+            # who looked away) is still looked for in its window, and by the scheduled full scans, but does
+            # not force a full scan on every frame of its absence.
         early = {}
         if self._pool is not None and self.windows and len(known):
             # Faces already tracked are found in their windows and classified on the worker while the full

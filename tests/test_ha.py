@@ -302,3 +302,13 @@ def test_mood_summary_counts_face_time_and_ended_tracks():
     assert s["dominant"] == "happy" and s["shares"]["happy"] > s["shares"]["sad"] > 0.2
     assert sorted((e["id"], e["dominant"]) for e in s["tracks_ended"]) == [(1, "happy"), (2, "sad")]
     assert m.take(now=t + 20)["dominant"] is None
+
+    # A face missing from a frame or two (the tracker keeps its id for max_missed frames) has not left.
+    m = MoodSummary(LABELS)
+    for k in range(10):
+        m.add(ev() if k in (3, 4) else ev((1, "happy")), now=t + k * 0.1)
+    s = m.take(now=t + 1.0)
+    assert s["faces_seen"] == 1 and s["tracks_ended"] == []
+    m.add(ev((1, "happy")), now=t + 1.1)
+    m.add(ev(), now=t + 1.2)
+    assert m.take(now=t + 5.0)["tracks_ended"] == [{"id": 1, "dwell_s": 1.1, "dominant": "happy"}]

@@ -665,3 +665,21 @@ def test_a_leaning_face_is_followed_between_full_scans(tmp_path, astronaut_bgr):
     assert [len(e.faces) for e in events] == [1] * 30
     assert {f.roll for e in events for f in e.faces} == {20.0}
     assert scans <= 30 // 5 + 2, scans
+
+
+def test_a_face_that_looks_away_for_half_a_second_keeps_its_id(tmp_path, astronaut_bgr):
+    """Someone turning away, or walking behind a lamp, for half a second is the same person when they come back
+    to the same place: one id (one row of the timeline, one face in the mood summary), never a face reported
+    while it is gone, and no full scan on every frame of the gap."""
+    clip = tmp_path / "away.avi"
+    out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 30, (1280, 720))
+    for t in range(60):
+        frame = np.full((720, 1280, 3), 90, np.uint8)
+        if not 25 <= t < 40:
+            frame[100:612, 400:912] = astronaut_bgr
+        out.write(frame)
+    out.release()
+    events, scans, _ = run_clip(clip, 60)
+    assert [len(e.faces) for e in events] == [1] * 25 + [0] * 15 + [1] * 20
+    assert {f.id for e in events for f in e.faces} == {1}
+    assert scans <= 60 // 5 + 4, scans

@@ -13,6 +13,9 @@ import numpy as np
 
 # A gap longer than this between two frames (a stalled camera, a paused clip) counts as this long.
 MAX_FRAME_GAP_S = 1.0
+# A face absent for longer than this has left (its entry in tracks_ended); a shorter absence is the tracker
+# keeping the id of someone who looked away ([tracker] max_missed, a second at 30 fps).
+GONE_S = 1.0
 
 
 class MoodSummary:
@@ -50,15 +53,19 @@ class MoodSummary:
             if event.faces:
                 self._presence += dt
             self._seen |= ids
-            for gone in [i for i in self._tracks if i not in ids]:
-                t = self._tracks.pop(gone)
-                self._ended.append({"id": gone, "dwell_s": round(t["last"] - t["first"], 1),
-                                    "dominant": self.labels[int(np.argmax(t["mass"]))]})
+            self._end_gone(now)
+
+    def _end_gone(self, now: float) -> None:
+        for gone in [i for i, t in self._tracks.items() if now - t["last"] > GONE_S]:
+            t = self._tracks.pop(gone)
+            self._ended.append({"id": gone, "dwell_s": round(t["last"] - t["first"], 1),
+                                "dominant": self.labels[int(np.argmax(t["mass"]))]})
 
     def take(self, now: float | None = None) -> dict:
         """The summary of the interval since the last take, and a new interval."""
         now = time.monotonic() if now is None else now
         with self._lock:
+            self._end_gone(now)
             shares = self._mass / self._face_time if self._face_time > 0 else np.zeros(len(self.labels))
             out = {"interval_s": round(now - self._start, 1), "frames": self._frames, "faces_seen": len(self._seen),
                    "presence_s": round(self._presence, 1), "face_time_s": round(self._face_time, 1),
