@@ -683,3 +683,18 @@ def test_a_face_that_looks_away_for_half_a_second_keeps_its_id(tmp_path, astrona
     assert [len(e.faces) for e in events] == [1] * 25 + [0] * 15 + [1] * 20
     assert {f.id for e in events for f in e.faces} == {1}
     assert scans <= 60 // 5 + 4, scans
+
+
+def test_one_face_is_never_reported_twice():
+    """A track kept through an absence has its window searched; when the real face moved into that window, both
+    tracks' windows found it and the demo clip showed the astronaut as four faces from 2 s on."""
+    from edge.track import iou
+
+    r = emotion_edge("run", "--source", "demo")
+    assert r.returncode == 0, r.stderr
+    events = events_of(r.stdout)
+    assert len(events) == 150
+    doubled = [e["seq"] for e in events
+               if any(iou(a["box"], b["box"]) > 0.3 for i, a in enumerate(e["faces"]) for b in e["faces"][i + 1:])]
+    assert doubled == []
+    assert sum(bool(e["faces"]) for e in events) == 150
