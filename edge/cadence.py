@@ -25,6 +25,8 @@ FILE_SCANS_PER_S = 6
 # A clip's header can claim any rate (variable-rate phone clips, broken files): k stays at most this, a sixth
 # of a second of a 120-fps slow-motion clip.
 FILE_MAX_EVERY = 20
+# Two boxes overlapping this much are one face: a window's and a full scan's, or two windows'.
+SAME_FACE_IOU = 0.3
 # A face re-classified as soon as its box has moved or grown this much since it was last classified.
 MOVED_IOU = 0.5
 
@@ -87,8 +89,23 @@ def _moved(t: Track) -> bool:
     return iou(a, b) < MOVED_IOU or not 0.8 < float(a[2]) / max(float(b[2]), 1e-6) < 1.25
 
 
-def merge(full: np.ndarray, near: np.ndarray, min_iou: float = 0.3) -> np.ndarray:
+def merge(full: np.ndarray, near: np.ndarray) -> np.ndarray:
     """The full scan's boxes plus the window searches' boxes that none of them covers (a face the full scan
     missed on this frame but its window found)."""
-    keep = [b for b in near if not any(iou(b, f) >= min_iou for f in full)]
+    keep = [b for b in near if not any(iou(b, f) >= SAME_FACE_IOU for f in full)]
     return np.concatenate([full, np.asarray(keep, np.float32).reshape(-1, 5)]) if keep else full
+
+
+def one_per_face(near: np.ndarray, tracks: list[Track]) -> np.ndarray:
+    """Window results (row i: track i's) with a face found by two windows kept only for the track seen most
+    recently (the window of a face that looked away can meet another track's face); the other row becomes NaN,
+    so a face is never reported twice."""
+    kept: list[int] = []
+    for i in sorted(range(len(near)), key=lambda i: (tracks[i].missed, -tracks[i].hits)):
+        if np.isnan(near[i, 0]):
+            continue
+        if any(iou(near[i], near[j]) >= SAME_FACE_IOU for j in kept):
+            near[i] = np.nan
+        else:
+            kept.append(i)
+    return near

@@ -90,21 +90,14 @@ class HaarDetector:
         rolls = np.zeros(len(boxes), np.float32)
         if tilted and self.tilt > 0:
             found = [(boxes.astype(np.float32), counts, rolls)]
-            h, w = gray.shape[:2]
-            centre = (w / 2.0, h / 2.0)
             for angle in (-self.tilt, self.tilt):
                 # Turning the plane by ``angle`` makes a face rolled by ``-angle`` upright. Same size, so the
                 # cost is one more upright search per angle; the corners it cuts off were searched upright.
-                m = cv2.getRotationMatrix2D(centre, angle, 1.0)
-                turned = cv2.warpAffine(gray, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                turned, m = _turn(gray, angle)
                 b, n = self._search(turned, strict=True)
                 if not len(b):
                     continue
-                b = b.astype(np.float32)
-                c = np.column_stack([b[:, 0] + b[:, 2] / 2, b[:, 1] + b[:, 3] / 2, np.ones(len(b), np.float32)])
-                back = c @ cv2.invertAffineTransform(m).T.astype(np.float32)
-                b[:, 0], b[:, 1] = back[:, 0] - b[:, 2] / 2, back[:, 1] - b[:, 3] / 2
-                found.append((b, n, np.full(len(b), -angle, np.float32)))
+                found.append((_unturn(b.astype(np.float32), m), n, np.full(len(b), -angle, np.float32)))
             boxes, counts, rolls = (np.concatenate(a) for a in zip(*found))
             keep = _strongest(boxes, counts, rolls)
             boxes, rolls = boxes[keep], rolls[keep]
@@ -171,9 +164,7 @@ class HaarDetector:
                 # A face found leaning is looked for leaning the same way: the window turned upright, as the
                 # full scan's turned planes do, instead of an upright search that misses it and costs a
                 # full scan on the next frame.
-                turn = cv2.getRotationMatrix2D((roi.shape[1] / 2.0, roi.shape[0] / 2.0), -roll, 1.0)
-                roi = cv2.warpAffine(roi, turn, (roi.shape[1], roi.shape[0]), flags=cv2.INTER_LINEAR,
-                                     borderMode=cv2.BORDER_REPLICATE)
+                roi, turn = _turn(roi, -roll)
             found = self.cascade.detectMultiScale(roi, scaleFactor=WINDOW_STEP,
                                                   minNeighbors=min(self.min_neighbors, WINDOW_NEIGHBORS),
                                                   minSize=(lo, lo), maxSize=(hi, hi))
@@ -185,10 +176,7 @@ class HaarDetector:
             if not len(found):
                 continue
             if roll:
-                c = np.column_stack([found[:, 0] + found[:, 2] / 2, found[:, 1] + found[:, 3] / 2,
-                                     np.ones(len(found), np.float32)])
-                back = c @ cv2.invertAffineTransform(turn).T.astype(np.float32)
-                found[:, 0], found[:, 1] = back[:, 0] - found[:, 2] / 2, back[:, 1] - found[:, 3] / 2
+                found = _unturn(found, turn)
             found /= s
             found[:, 0] += x0
             found[:, 1] += y0
@@ -232,6 +220,22 @@ class HaarDetector:
         found = self.confirmer.detectMultiScale(roi, scaleFactor=1.1, minNeighbors=neighbours,
                                                 minSize=(int(0.6 * w),) * 2, maxSize=(int(1.5 * w) + 1,) * 2)
         return len(found) > 0
+
+
+def _turn(gray: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """``gray`` turned by ``angle`` degrees about its centre, same size, edges replicated, and the matrix."""
+    h, w = gray.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), angle, 1.0)
+    return cv2.warpAffine(gray, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), m
+
+
+def _unturn(boxes: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Boxes ``[N, 4]`` float32 found on a plane turned by ``m``, moved back: each keeps its size, its centre
+    goes where it was before the turn."""
+    c = np.column_stack([boxes[:, 0] + boxes[:, 2] / 2, boxes[:, 1] + boxes[:, 3] / 2, np.ones(len(boxes), np.float32)])
+    back = c @ cv2.invertAffineTransform(m).T.astype(np.float32)
+    boxes[:, 0], boxes[:, 1] = back[:, 0] - boxes[:, 2] / 2, back[:, 1] - boxes[:, 3] / 2
+    return boxes
 
 
 def with_roll(boxes) -> np.ndarray:

@@ -12,6 +12,7 @@ from pathlib import Path
 from .config import DisplayConfig
 from .draw import overlay_rgba
 from .sinks import Sink
+from .sources.picamera2 import DESKTOP_HINT
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +26,6 @@ def qt_available() -> bool:
     """picamera2's Qt previews import PyQt5 on their own thread and wait for ever if that fails
     (previews/qt_previews.py, QtPreviewBase.start): look before choosing one."""
     return importlib.util.find_spec("PyQt5") is not None
-
-
-# What to do when a desktop holds the screen: the service (a system user) cannot join the desktop's session.
-DESKTOP_HINT = ("a desktop holding the screen? boot to the console (sudo raspi-config nonint do_boot_behaviour B1) "
-                "for the preview, or use [display] http; preview = \"none\" skips it")
 
 
 def choose_preview(setting: str, env=None, qt: bool | None = None) -> tuple[str, str]:

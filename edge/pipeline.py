@@ -10,18 +10,15 @@ from typing import Protocol
 
 import numpy as np
 
-from .cadence import ClassifyCadence, ScanCadence, merge
+from .cadence import ClassifyCadence, ScanCadence, merge, one_per_face
 from .detect import with_roll
 from .events import Event, Face
 from .preprocess import cut_from_main
 from .sources import FrameSource, SourceError
-from .track import iou
 
 log = logging.getLogger(__name__)
 
 STAGES = ("capture", "detect", "classify", "track", "sinks")
-# Two window boxes overlapping this much are one face (the tracker's own default match threshold).
-MIN_SEPARATE_IOU = 0.3
 
 
 @dataclass
@@ -144,7 +141,7 @@ class Pipeline:
             if not self.windows:
                 self.scans.skipped()
                 return known, False, {}
-            near = self._one_per_face(self.detector.detect_near(gray, known))
+            near = one_per_face(self.detector.detect_near(gray, known), self.tracker.tracks)
             lost = np.isnan(near[:, 0])
             fresh = np.array([t.missed == 0 for t in self.tracker.tracks], bool)
             if not (lost & fresh).any():
@@ -159,7 +156,7 @@ class Pipeline:
             # Faces already tracked are found in their windows and classified on the worker while the full
             # scan runs here: both release the GIL, so on a multi-core Pi they overlap.
             if near is None:
-                near = self._one_per_face(self.detector.detect_near(gray, known))
+                near = one_per_face(self.detector.detect_near(gray, known), self.tracker.tracks)
             found = np.flatnonzero(~np.isnan(near[:, 0]))
             tracks = [self.tracker.tracks[i] for i in found]
             due = [found[j] for j in self.picks.pick(tracks, frame.t_capture)]
@@ -180,21 +177,6 @@ class Pipeline:
         if near is not None:  # a face its window found and this scan missed is still there
             boxes = merge(boxes, near[~np.isnan(near[:, 0])])
         return boxes, padded, early
-
-    def _one_per_face(self, near: np.ndarray) -> np.ndarray:
-        """Two tracks' windows can find the same face (the window of a face that looked away, and the face of
-        another track that moved into it): the face stays with the track seen most recently, the other's row
-        becomes NaN, so a face is never reported twice."""
-        tracks = self.tracker.tracks
-        kept: list[int] = []
-        for i in sorted(range(len(near)), key=lambda i: (tracks[i].missed, -tracks[i].hits)):
-            if np.isnan(near[i, 0]):
-                continue
-            if any(iou(near[i], near[j]) >= MIN_SEPARATE_IOU for j in kept):
-                near[i] = np.nan
-            else:
-                kept.append(i)
-        return near
 
     @staticmethod
     def _to_main(frame) -> np.ndarray:

@@ -93,8 +93,9 @@ class ImageSource(FrameSource):
         # OpenCV's own limit (read once, at the first decode) backs up formats whose header is not read here.
         os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(max_pixels))
         if self.path.is_dir():
-            self.files = sorted(p for p in self.path.iterdir() if p.is_file() and is_image_path(p))
-            heic = sum(1 for p in self.path.iterdir() if p.is_file() and is_unreadable_image(p))
+            entries = [p for p in self.path.iterdir() if p.is_file()]
+            self.files = sorted(p for p in entries if is_image_path(p))
+            heic = sum(map(is_unreadable_image, entries))
             if heic:
                 # Photos the user expects to see in the results: counted as bad, and said once, with the fix.
                 self.bad_frames += heic

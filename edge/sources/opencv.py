@@ -28,6 +28,7 @@ class VideoFileSource(FrameSource):
         if not self.path.is_file():
             raise SourceError(f"{self.path}: no such file")
         self.lores = (lores_width, lores_height)
+        self._plane = self.lores  # the detector plane's bounds, set from the first frame without a height
         self.loop = loop
         self.description = f"video {self.path}"
         self.cap = None
@@ -61,11 +62,11 @@ class VideoFileSource(FrameSource):
         while True:
             ok, img = self.cap.read()
             if ok and img is not None and img.size:
+                if not self._read_any and self.lores[1] is None:
+                    # Once per clip, from its first frame as turned upright: the header's size is the stored one.
+                    self._plane = (plane_width(img.shape[1], img.shape[0], self.lores[0], 9 / 16), None)
                 self._read_any = True
-                w, h = self.lores
-                if h is None:  # from the frame as turned upright: the header's size is the stored one
-                    w = plane_width(img.shape[1], img.shape[0], w, 9 / 16)
-                return make_frame(self._next_seq(), img, w, h)
+                return make_frame(self._next_seq(), img, *self._plane)
             # At the real end read() fails too: tell end from corruption by the position.
             pos = self.cap.get(cv2.CAP_PROP_POS_FRAMES)
             if not self._read_any and bad == 0:

@@ -18,6 +18,10 @@ from .base import MAX_CONSECUTIVE_BAD, Frame, FrameSource, SourceError
 
 log = logging.getLogger(__name__)
 
+# What to do when a desktop holds the screen: the service (a system user) cannot join the desktop's session.
+DESKTOP_HINT = ("a desktop holding the screen? boot to the console (sudo raspi-config nonint do_boot_behaviour B1) "
+                "for the preview, or use [display] http; preview = \"none\" skips it")
+
 # The main stream's format: 32-bit, because picamera2's QtGL preview refuses 24-bit formats
 # (previews/q_gl_picamera2.py, Buffer.FMT_MAP) and its DRM preview takes both. XRGB8888 is [B, G, R, 255] in
 # memory, so its first three channels are OpenCV's BGR without a conversion.
@@ -181,9 +185,7 @@ class Picamera2Source(FrameSource):
         its event loop is gone with it, so the camera is opened again with the invisible null preview."""
         kind = getattr(self.preview[0], "name", str(self.preview[0]))
         self.preview_failed = (f"no frame within {self.capture_timeout:g} s after the {kind} preview started: it "
-                               "failed on its own thread (a desktop holding the screen? boot to the console: sudo "
-                               "raspi-config nonint do_boot_behaviour B1); running without a preview; set [display] "
-                               "preview = \"none\" to skip it")
+                               f"failed on its own thread ({DESKTOP_HINT}); running without a preview")
         log.error("%s", self.preview_failed)
         self.preview = None
         old, self.picam2 = self.picam2, None
