@@ -87,13 +87,13 @@ def camera_lines(rep: Report, source, min_size: int) -> None:
         rep.line("info", "camera", source.description)
         return
     cam = source.picam2
-    info = next((c for c in cam.global_camera_info() if c.get("Num", 0) == source.camera_num), {})
-    try:
-        modes = ", ".join(f"{m['size'][0]}x{m['size'][1]}@{m.get('fps', 0):.0f}" for m in cam.sensor_modes
-                          if "size" in m)
-    except Exception as e:  # reading the modes reconfigures the camera: report, go on
-        modes = f"unreadable ({e})"
-    rep.line("info", "camera", f"{info.get('Model', '?')} ({info.get('Id', '?')}); sensor modes {modes}")
+    info = source.info  # the entry of picamera2's own numbering, the camera actually opened
+    modes = ", ".join(f"{m['size'][0]}x{m['size'][1]}@{m.get('fps', 0):.0f}" for m in source.sensor_modes
+                      if "size" in m) or "none listed"
+    mode = source.sensor_mode
+    used = (f"sensor mode {mode['size'][0]}x{mode['size'][1]} {mode['format']} up to {mode.get('fps', 0):.0f} fps, "
+            f"{source.field}" if mode else "no raw sensor modes (a USB camera)")
+    rep.line("info", "camera", f"{info.get('Model', '?')} ({info.get('Id', '?')}); {used}; modes {modes}")
     main, lores = cam.stream_configuration("main"), cam.stream_configuration("lores")
     rep.line("info", "streams", f"main {main['format']} {main['size'][0]}x{main['size'][1]} stride {main['stride']}, "
                                 f"lores {lores['format']} {lores['size'][0]}x{lores['size'][1]} "
@@ -147,13 +147,14 @@ def frames_lines(rep: Report, cfg: Config, spec: str | None, frames: int) -> Non
         rep.line("info", "preview", "none (not a Pi camera, or [display] preview = \"none\")")
     elif not preview.active:
         failed = getattr(pipe.source, "preview_failed", None)
-        rep.line("warn", "preview", failed or f"{preview.kind}: not active ({preview.why})")
+        rep.line("warn", "preview", failed or f"{preview.kind.upper()}: not on screen: {preview.why}")
     else:
         win = preview.window
         size = f"{win['width']}x{win['height']}" if win else "640x480 (display mode unknown)"
+        seen = {True: "on screen", None: "on screen not verified (no pykms to test a commit)"}[preview.on_screen]
         ms = preview.overlay_ms
         cost = f"{len(ms)} overlay commits, median {np.median(ms):.1f} ms, max {max(ms):.1f} ms" if ms else "no overlay"
-        rep.line("ok", "preview", f"{preview.kind.upper()} {size}; {cost}")
+        rep.line("ok", "preview", f"{preview.kind.upper()} {size}, {seen}; {cost}")
 
 
 def broker_line(rep: Report, cfg: Config, timeout: float) -> None:

@@ -21,14 +21,14 @@ if [ "$WITH_TEST" = 1 ]; then
     command -v shellcheck >/dev/null || missing+=(shellcheck)
     command -v chromium >/dev/null || missing+=(chromium)
     command -v systemd-analyze >/dev/null || missing+=(systemd)
+    # picamera2 (tested for real) needs python-prctl, which builds against libcap's headers
+    [ -e /usr/include/sys/capability.h ] || missing+=(libcap-dev)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "setup: installing system packages: ${missing[*]}" >&2
         SUDO=""
         [ "$(id -u)" = 0 ] || SUDO="sudo"
         $SUDO apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-        # The tests start their own brokers on free ports; the packaged one is not needed.
-        $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true
     fi
 fi
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FAKES = Path(__file__).resolve().parent / "fakes"
+PISIM = Path(__file__).resolve().parent / "pisim"  # the simulated Pi under the real picamera2
 FER_CSV = ROOT.parent / "shared" / "data" / "fer2013plus.csv.gz"
 
 
@@ -154,18 +154,18 @@ def cli_env(**extra) -> dict:
     return env
 
 
-def emotion_edge(*args, env=None, cwd=None, timeout=120, fake_picamera2=False) -> subprocess.CompletedProcess:
+def emotion_edge(*args, env=None, cwd=None, timeout=120, pi_sim=False) -> subprocess.CompletedProcess:
     env = env or cli_env()
-    if fake_picamera2:
-        env["PYTHONPATH"] = str(FAKES) + os.pathsep + env.get("PYTHONPATH", "")
+    if pi_sim:
+        env["PYTHONPATH"] = str(PISIM) + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, "-m", "edge", *args], capture_output=True, text=True, env=env,
                           cwd=cwd or ROOT.parent, timeout=timeout)
 
 
-def spawn(*args, env=None, fake_picamera2=False, **kw) -> subprocess.Popen:
+def spawn(*args, env=None, pi_sim=False, **kw) -> subprocess.Popen:
     env = env or cli_env()
-    if fake_picamera2:
-        env["PYTHONPATH"] = str(FAKES) + os.pathsep + env.get("PYTHONPATH", "")
+    if pi_sim:
+        env["PYTHONPATH"] = str(PISIM) + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.Popen([sys.executable, "-m", "edge", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, **kw)
 
@@ -210,13 +210,28 @@ def write_config(path: Path, text: str) -> Path:
 
 
 @pytest.fixture
-def fake_picamera2(monkeypatch):
-    """The strict picamera2 fake importable in this process, fresh for each test."""
-    monkeypatch.syspath_prepend(str(FAKES))
-    for name in [m for m in sys.modules if m == "picamera2" or m.startswith("picamera2.")]:
-        monkeypatch.delitem(sys.modules, name)
-    import picamera2
+def pi_sim(monkeypatch, tmp_path):
+    """The real picamera2 in this process, over the simulated Pi (tests/pisim): a Pi 4 with a Camera
+    Module 3 and an HDMI screen unless the test sets PISIM_* otherwise. Fresh modules for each test, so
+    picamera2's class-level state (its camera manager, the platform) follows the test's board."""
+    monkeypatch.syspath_prepend(str(PISIM))
+    monkeypatch.setenv("PISIM_LOCKDIR", str(tmp_path / "locks"))
+    monkeypatch.setenv("PISIM_LOG", str(tmp_path / "pisim.log"))
+    for var in ("PISIM_BOARD", "PISIM_CAMERAS", "PISIM_FRAMES", "PISIM_HDMI", "PISIM_DRM_MASTER", "PISIM_SOURCE"):
+        monkeypatch.delenv(var, raising=False)
 
-    yield picamera2
-    picamera2.Picamera2._open.clear()
-    sys.modules.pop("picamera2", None)
+    def purge():
+        for name in [m for m in sys.modules if m.split(".")[0] in ("picamera2", "libcamera", "pykms", "pisim")]:
+            sys.modules.pop(name, None)
+
+    purge()
+    import pisim
+
+    pisim.install()
+    yield pisim
+    purge()
+
+
+def pisim_log(tmp_path: Path) -> list[dict]:
+    p = tmp_path / "pisim.log"
+    return [json.loads(x) for x in p.read_text().splitlines()] if p.exists() else []

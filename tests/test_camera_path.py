@@ -314,7 +314,7 @@ def test_stream_source_keeps_the_newest_frame_and_reports_a_stall(demo_video):
         src.stop()
 
 
-def test_pi_camera_copies_its_main_image_only_while_a_face_is_small(fake_picamera2):
+def test_pi_camera_copies_its_main_image_only_while_a_face_is_small(pi_sim, monkeypatch, tmp_path):
     """Without an output that draws on it, the Pi camera's 640x480 main image is copied only for the frames after
     one with a face under SHARP_BELOW on the 320x240 lores plane, so that face is cut from the main image."""
     from edge.preprocess import SHARP_BELOW
@@ -329,14 +329,29 @@ def test_pi_camera_copies_its_main_image_only_while_a_face_is_small(fake_picamer
             plane_w = [f.box[2] * fr.gray.shape[1] / fr.main_size[0] for f in ev.faces]
             self.frames.append((fr.main is not None, plane_w))
 
+    from edge.sources.demo import write_demo_video
+
+    # The camera's scene: the astronaut zooming in and out (the demo clip, 120 frames, looped).
+    clip = tmp_path / "zoom.avi"
+    write_demo_video(clip, frames=120)
+    monkeypatch.setenv("PISIM_SOURCE", str(clip))
+    from picamera2.request import CompletedRequest
+
+    made = {"main": 0, "lores": 0}
+    real = CompletedRequest.make_array
+
+    def counting(self, name):
+        made[name] += 1
+        return real(self, name)
+
+    monkeypatch.setattr(CompletedRequest, "make_array", counting)
     cfg = config.Config().replace("display", preview="none")
     pipe = app.build(cfg, "picamera2", app.Outputs())
     seen = Seen()
     pipe.sinks.append(seen)
     pipe.source.open()
     try:
-        pipe.run(120)  # the fake camera's scene: the astronaut zooming in and out over 120 frames
-        made = pipe.source.picam2.arrays_made
+        pipe.run(120)
     finally:
         pipe.source.stop()
     small = [any(w < SHARP_BELOW for w in widths) for _, widths in seen.frames]

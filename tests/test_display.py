@@ -1,4 +1,4 @@
-"""What people see: the overlay drawing, the picamera2 preview (through the fake), and the
+"""What people see: the overlay drawing, the picamera2 preview (the real one over the simulated Pi), and the
 HTTP live view in a real headless Chromium."""
 import json
 import os
@@ -126,85 +126,51 @@ def test_fps_is_drawn_only_once_measured():
     ("auto", {}, True, "drm"), ("auto", {"DISPLAY": ":0"}, True, "qtgl"),
     ("auto", {"WAYLAND_DISPLAY": "wayland-0"}, True, "qtgl"),
     ("auto", {"DISPLAY": ":0"}, False, "drm"),  # no PyQt5: picamera2's Qt thread would die and start() hang
-    ("drm", {"DISPLAY": ":0"}, True, "drm"), ("qtgl", {}, True, "qtgl"), ("qtgl", {}, False, "none"),
-    ("none", {}, True, "none"),
+    ("drm", {"DISPLAY": ":0"}, True, "drm"), ("qtgl", {"DISPLAY": ":0"}, True, "qtgl"), ("qtgl", {}, True, "none"),
+    ("qtgl", {"DISPLAY": ":0"}, False, "none"), ("none", {}, True, "none"),
 ])
 def test_preview_choice(setting, env, qt, expected):
-    kind, why = choose_preview(setting, env, qt=qt)
+    kind, why = choose_preview(setting, env, qt=qt, gl=True)
     assert kind == expected
     if not qt and setting != "none":
         assert "PyQt5" in why
 
 
-@pytest.fixture
-def pyqt5_stub(tmp_path):
-    """An importable PyQt5 (only its presence matters to the choice; the fake draws nothing)."""
-    d = tmp_path / "qtstub"
-    (d / "PyQt5").mkdir(parents=True)
-    (d / "PyQt5" / "__init__.py").write_text("")
-    return d
-
-
-def fake_run(tmp_path, preview, n=8, extra_path=None, config="", **env):
-    log = tmp_path / f"fake-{preview}.log"
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[display]\npreview = "{preview}"\n{config}')
+def sim_run(tmp_path, preview, n=8, config="", **env):
+    """`emotion-edge run` on the simulated Pi camera; returns the process and the simulated Pi's log."""
     from conftest import cli_env
 
-    e = cli_env(FAKE_PICAMERA2_LOG=log, **env)
-    if extra_path:
-        e["PYTHONPATH"] = str(extra_path) + os.pathsep + e.get("PYTHONPATH", "")
+    log = tmp_path / f"pisim-{preview}.log"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[display]\npreview = "{preview}"\n{config}')
+    e = cli_env(PISIM_LOG=log, PISIM_LOCKDIR=tmp_path / "locks", **env)
     r = emotion_edge("run", "--config", str(cfg), "--source", "picamera2", "--max-frames", str(n), "--events", "none",
-                     env=e, fake_picamera2=True)
-    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    return r, calls
+                     env=e, pi_sim=True)
+    return r, [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
-@pytest.mark.parametrize("preview, env, qt, expected", [
-    ("auto", {}, False, "DRM"), ("auto", {"DISPLAY": ":0"}, True, "QTGL"), ("qtgl", {}, True, "QTGL"),
-    ("drm", {}, False, "DRM"), ("auto", {"DISPLAY": ":0"}, False, "DRM"),
-])
-def test_fake_picamera2_preview_takes_our_main_stream(tmp_path, pyqt5_stub, preview, env, qt, expected):
-    """The strict fake refuses RGB888 in QtGL on its event-loop thread, as q_gl_picamera2.py does: the
-    main stream must be a format every preview takes, and the overlay goes on top of it."""
-    r, calls = fake_run(tmp_path, preview, n=20, extra_path=pyqt5_stub if qt else None, **env)
+def test_preview_none_draws_nothing(tmp_path):
+    r, events = sim_run(tmp_path, "none")
     assert r.returncode == 0, r.stderr
-    names = [c["call"] for c in calls]
-    assert "event_loop_died" not in names and "qt_thread_died" not in names, calls
-    assert [c["preview"] for c in calls if c["call"] == "start_preview"] == [expected]
-    assert names.index("start_preview") < names.index("start")  # picamera2 wants the preview first
-    overlays = [c for c in calls if c["call"] == "set_overlay"]
-    assert overlays and all(c["shape"] == [480, 640, 4] for c in overlays)
-    assert any(c["opaque"] > 0 for c in overlays)  # the astronaut is boxed
-    if not qt and env.get("DISPLAY"):
-        assert "no PyQt5" in r.stderr
+    assert not [e for e in events if e["event"] in ("commit", "dumb-fb")]
 
 
-def test_fake_picamera2_no_preview(tmp_path):
-    r, calls = fake_run(tmp_path, "none")
-    assert r.returncode == 0
-    assert [c["preview"] for c in calls if c["call"] == "start_preview"] == ["NULL"]  # picamera2.start's own
-    assert not [c for c in calls if c["call"] == "set_overlay"]
-
-
-def test_display_unusable_at_start_is_a_clear_message_not_a_crash(tmp_path):
-    """DrmPreview's constructor opens the card: a synchronous failure in start_preview."""
-    r, calls = fake_run(tmp_path, "drm", FAKE_PICAMERA2_DRM_BUSY="card")
+def test_no_drm_card_is_a_clear_line_not_a_crash(tmp_path):
+    r, events = sim_run(tmp_path, "drm", PISIM_HDMI="none")
     assert r.returncode == 0, r.stderr
-    assert "preview DRM unavailable" in r.stderr and "do_boot_behaviour B1" in r.stderr
-    assert not [c for c in calls if c["call"] == "set_overlay"]
+    assert "preview: none: no usable DRM card" in r.stderr
+    assert not [e for e in events if e["event"] == "commit"]
 
 
 def test_display_taken_on_the_event_loop_thread_falls_back_to_no_preview(tmp_path):
     """render_drm reserves the plane at the first frame, on picamera2's thread: the thread dies and no
     capture ever completes. The source notices by the capture timeout and goes on without a preview."""
-    r, calls = fake_run(tmp_path, "drm", n=10, config="[camera]\ncapture_timeout = 1.5\n", FAKE_PICAMERA2_DRM_BUSY="plane")
+    r, events = sim_run(tmp_path, "drm", n=10, config="[camera]\ncapture_timeout = 1.5\n", PISIM_DRM_PLANES="taken")
     assert r.returncode == 0, r.stderr
-    names = [c["call"] for c in calls]
-    assert "event_loop_died" in names
+    assert "Failed to reserve DRM plane" in r.stderr  # picamera2's thread died (its traceback)
     assert "running without a preview" in r.stderr
-    assert names.count("init") == 2 and names.count("close") >= 1  # reopened, the first one released
-    assert not [c for c in calls if c["call"] == "set_overlay"]
+    assert len([e for e in events if e["event"] == "sensor-mode"]) >= 2  # opened again
+    assert not [e for e in events if e["event"] == "commit"]
 
 
 def drm_sysfs(root: Path, mode: str = "1920x1080") -> Path:
@@ -224,16 +190,12 @@ def test_display_size_from_the_connected_connector(tmp_path):
     assert display_size(str(tmp_path / "nowhere")) is None
 
 
-def in_process_preview(fake_picamera2, monkeypatch, tmp_path, frames, preview="drm", mode="1920x1080"):
-    """A run through app.build with the fake camera, the DRM sysfs pointed at a made-up screen; returns the
-    fake camera's log and the preview sink."""
+def in_process_preview(pi_sim, tmp_path, frames, preview="drm"):
+    """A run through app.build with the simulated Pi camera and screen; returns its log and the preview sink."""
     import edge.display
     from edge.app import Outputs, build
     from edge.config import Config
 
-    monkeypatch.setattr(edge.display, "DRM_SYSFS", str(drm_sysfs(tmp_path / "drm", mode)))
-    log = tmp_path / "fake.log"
-    monkeypatch.setenv("FAKE_PICAMERA2_LOG", str(log))
     cfg = Config().replace("display", preview=preview)
     pipe = build(cfg, "picamera2", Outputs())
     pipe.source.open()
@@ -242,22 +204,26 @@ def in_process_preview(fake_picamera2, monkeypatch, tmp_path, frames, preview="d
     finally:
         pipe.source.stop()
     sink = next(s for s in pipe.sinks if isinstance(s, edge.display.PreviewSink))
+    log = tmp_path / "pisim.log"
     return [json.loads(x) for x in log.read_text().splitlines()], sink
 
 
-def test_preview_fills_the_attached_display(fake_picamera2, monkeypatch, tmp_path):
+def test_preview_fills_the_attached_display(pi_sim, monkeypatch, tmp_path):
     """picamera2's DRM preview is a 640x480 window at (0, 0) unless told otherwise (DrmPreview.__init__)."""
-    calls, sink = in_process_preview(fake_picamera2, monkeypatch, tmp_path, 5, mode="1920x1080")
-    assert [c["window"] for c in calls if c["call"] == "start_preview"] == [[0, 0, 1920, 1080]]
+    monkeypatch.setenv("PISIM_HDMI_MODE", "1280x720")
+    _, sink = in_process_preview(pi_sim, tmp_path, 5)
+    assert sink.window == {"x": 0, "y": 0, "width": 1280, "height": 720}
 
 
-def test_overlay_is_committed_only_when_it_changes_and_at_most_5_per_second(fake_picamera2, monkeypatch, tmp_path):
+def test_overlay_is_committed_only_when_it_changes_and_at_most_5_per_second(pi_sim, tmp_path):
     """Each DRM set_overlay allocates a framebuffer and commits synchronously (DrmPreview.set_overlay)."""
     t = time.monotonic()
-    calls, sink = in_process_preview(fake_picamera2, monkeypatch, tmp_path, 90)
+    events, sink = in_process_preview(pi_sim, tmp_path, 90)
     seconds = time.monotonic() - t
-    commits = [c for c in calls if c["call"] == "overlay_commit"]
-    assert 1 <= len(commits) == sink.overlays <= 1 + 5 * seconds
+    overlays = [e for e in events if e["event"] == "dumb-fb" and e["width"] == 640]
+    commits = [e for e in events if e["event"] == "commit"]
+    assert 1 <= len(overlays) == sink.overlays <= 1 + 5 * seconds
+    assert all(c["result"] == 0 for c in commits) and len(commits) > len(overlays)  # camera frames too
     assert len(sink.overlay_ms) == sink.overlays and max(sink.overlay_ms) < 1000
 
 

@@ -28,6 +28,39 @@ DESKTOP_HINT = ("a desktop holding the screen? boot to the console (sudo raspi-c
 MAIN_FORMAT = "XRGB8888"
 # How often a blocked capture looks at the stop event: SIGTERM is seen within this, whatever the camera does.
 POLL_S = 0.2
+# How long stopping and closing the camera may take before we give up on it (the process exit frees it).
+STOP_TIMEOUT_S = 3.0
+
+
+def choose_sensor_mode(modes: list[dict], size: tuple[int, int], fps: float) -> dict | None:
+    """The sensor mode for a room: the whole field of view, the smallest such mode that keeps up with
+    ``fps`` and is at least the main picture's size (binned, so it is also the least work for the ISP).
+
+    Left to picamera2, the mode is scored against the main stream's size: a 640x480 main stream runs
+    imx219's 640x480 mode and imx477's 1332x990 one, both crops of the middle of the sensor.
+    ``modes`` are picamera2's ``sensor_modes``; a webcam has no such modes (None)."""
+    modes = [m for m in modes if "size" in m and m.get("crop_limits")]
+    if not modes:
+        return None
+
+    def area(r):
+        return r[0] * r[1]
+
+    widest = max(area(m["crop_limits"][2:]) for m in modes)
+    full = [m for m in modes if area(m["crop_limits"][2:]) == widest]
+    big = [m for m in full if m["size"][0] >= size[0] and m["size"][1] >= size[1]] or full
+    # Fast enough first, then the smallest; among equals the deeper bit depth.
+    return min(big, key=lambda m: (m.get("fps", 0) < fps - 0.5, area(m["size"]), -m.get("bit_depth", 0)))
+
+
+def field_of_view(mode: dict | None, array: tuple[int, int] | None) -> str:
+    """How much of the sensor a mode sees, in words for the self-test."""
+    if not mode or not array:
+        return "field of view unknown"
+    x, y, w, h = mode["crop_limits"]
+    if (w, h) == tuple(array):
+        return "full field of view"
+    return f"a {w}x{h} crop of the {array[0]}x{array[1]} sensor ({100 * w / array[0]:.0f} % of its width)"
 
 
 def is_pi_camera(info: dict) -> bool:
@@ -97,6 +130,9 @@ class Picamera2Source(FrameSource):
         self.description = f"Pi camera {camera_num} (main {width}x{height}, lores {lores_width}x{lores_height})"
         self.picam2 = None
         self._lut = None
+        self.info: dict = {}  # picamera2's global_camera_info entry for this camera
+        self.sensor_mode: dict | None = None
+        self.sensor_modes: list[dict] = []
 
     def open(self):
         try:
@@ -104,6 +140,17 @@ class Picamera2Source(FrameSource):
         except ImportError as e:
             raise SourceError(f"picamera2 is not available ({e}); on Raspberry Pi OS: apt install python3-picamera2 "
                               "and create the venv with --system-site-packages") from None
+        # picamera2 numbers cameras in the order of its own sorted list (Pi cameras first), the same list
+        # global_camera_info returns; libcamera's own index ("Num") is another order.
+        try:
+            cameras = Picamera2.global_camera_info()
+        except Exception as e:
+            raise SourceError(f"libcamera cannot list cameras: {e}") from None
+        if not 0 <= self.camera_num < len(cameras):
+            found = ", ".join(f"{i} {c.get('Model', '?')}" for i, c in enumerate(cameras)) or "none"
+            raise SourceError(f"no Pi camera {self.camera_num} ({len(cameras)} found: {found}); "
+                              "check the ribbon cable and `rpicam-hello --list-cameras`")
+        self.info = dict(cameras[self.camera_num])
         try:
             self.picam2 = Picamera2(self.camera_num)
         except Exception as e:
@@ -112,15 +159,26 @@ class Picamera2Source(FrameSource):
                                   "user per camera): is the emotion-edge service running? "
                                   "`sudo systemctl stop emotion-edge` first") from None
             raise SourceError(f"cannot open Pi camera {self.camera_num}: {e}") from None
+        try:
+            # Reading the modes configures the camera once per mode (picamera2.py sensor_modes) and leaves
+            # the last of those in place: read them first, then configure ours.
+            self.sensor_modes = list(self.picam2.sensor_modes)
+        except Exception as e:
+            self._close()
+            raise SourceError(f"cannot read the Pi camera's sensor modes: {e}") from None
+        self.sensor_mode = choose_sensor_mode(self.sensor_modes, self.size, self.fps)
         self._configure()
 
     def _configure(self) -> None:
+        mode = self.sensor_mode
+        sensor = {"output_size": tuple(mode["size"]), "bit_depth": mode["bit_depth"]} if mode else {}
         try:
             config = self.picam2.create_preview_configuration(
                 main={"size": self.size, "format": MAIN_FORMAT},
                 lores={"size": self.lores, "format": "YUV420"},
                 controls={"FrameRate": float(self.fps)},
                 buffer_count=4,
+                sensor=sensor,
             )
             self.picam2.configure(config)
         except Exception as e:
@@ -137,8 +195,11 @@ class Picamera2Source(FrameSource):
             cs = self.picam2.camera_configuration().get("colour_space")
             full = cs is None or is_full_range(cs)
         self._lut = None if full else limited_to_full_lut()
-        log.info("Pi camera: main %dx%d, lores %dx%d (stride %d), luma %s range", *self.size, *self.lores,
-                 self.stride, "full" if full else "limited")
+        array = self.picam2.camera_properties.get("PixelArraySize")
+        self.field = field_of_view(mode, array)
+        log.info("Pi camera %s: sensor mode %s, %s; main %dx%d, lores %dx%d (stride %d), luma %s range",
+                 self.info.get("Model", "?"), "x".join(map(str, mode["size"])) if mode else "(camera's own)",
+                 self.field, *self.size, *self.lores, self.stride, "full" if full else "limited")
 
     def attach_preview(self, preview, **window) -> None:
         """Between open and start: picamera2 wants start_preview before start. Errors the preview raises
@@ -188,12 +249,7 @@ class Picamera2Source(FrameSource):
                                f"failed on its own thread ({DESKTOP_HINT}); running without a preview")
         log.error("%s", self.preview_failed)
         self.preview = None
-        old, self.picam2 = self.picam2, None
-        # Closing a camera whose event loop died may itself block: do it aside, bounded.
-        closer = threading.Thread(target=lambda: _quiet(old.close), name="picamera2-close", daemon=True)
-        closer.start()
-        closer.join(timeout=2.0)
-        self._started = False
+        self._release()
         self.open()
         self.start()
 
@@ -208,8 +264,12 @@ class Picamera2Source(FrameSource):
                 if self.preview is not None and not self._frames_seen:
                     self._without_preview()
                     continue
-                raise SourceError(f"Pi camera: no frame for {self.capture_timeout:g} s (camera hung or "
-                                  "disconnected? check the ribbon cable and `rpicam-hello --list-cameras`)") from None
+                text = (f"Pi camera: no frame for {self.capture_timeout:g} s (camera hung or disconnected? check the "
+                        "ribbon cable and `rpicam-hello --list-cameras`)")
+                # Said now: what follows (stopping a hung camera) is where a process used to hang.
+                log.error("%s", text)
+                self._release()
+                raise SourceError(text) from None
             except Exception as e:
                 raise SourceError(f"Pi camera stopped: {e}") from None
             if request is None:
@@ -255,14 +315,29 @@ class Picamera2Source(FrameSource):
                 pass
             self.picam2 = None
 
+    def _release(self) -> None:
+        """Stop and close the camera, bounded. Not through Picamera2.stop(): while a preview's event loop
+        runs, stop() queues a job for it and waits without a timeout, behind any capture job that timed
+        out (jobs run strictly in order), and for ever when that loop died with the preview.
+        Picamera2.close() stops the preview first (joining its thread, dead or alive) and then the camera
+        directly; cancel_all_and_flush() before it ends the abandoned capture job. Bounded all the same:
+        what still blocks is left to the process exit."""
+        cam, self.picam2, self._started = self.picam2, None, False
+        if cam is None:
+            return
+
+        def close():
+            _quiet(cam.cancel_all_and_flush)
+            _quiet(cam.close)
+
+        closer = threading.Thread(target=close, name="picamera2-close", daemon=True)
+        closer.start()
+        closer.join(STOP_TIMEOUT_S)
+        if closer.is_alive():
+            log.warning("Pi camera did not stop within %g s; it is released when the process ends", STOP_TIMEOUT_S)
+
     def stop(self):
-        if self.picam2 is not None:
-            try:
-                self.picam2.stop()
-            except Exception:
-                pass
-        self._close()
-        self._started = False
+        self._release()
 
 
 def _quiet(fn) -> None:
