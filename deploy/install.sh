@@ -188,6 +188,14 @@ config_files() {
             say "[camera] source = \"webcam:0\" (--no-picamera2; an RTSP URL works there too)"
             run sed -i 's|^source = "auto"|source = "webcam:0"|' "$ROOT$ETC/config.toml"
         fi
+        if [ "$WITH_BROKER" = 1 ]; then
+            say "[mqtt] enabled = true, host = \"localhost\" (--with-broker: events go to the local mosquitto)"
+            run sed -i '/^\[mqtt\]/,/^\[/ s|^enabled = false|enabled = true|' "$ROOT$ETC/config.toml"
+        fi
+    fi
+    if [ "$WITH_BROKER" = 1 ] && [ "$DRY_RUN" = 0 ] && \
+            ! sed -n '/^\[mqtt\]/,/^\[/p' "$ROOT$ETC/config.toml" | grep -q '^enabled = true'; then
+        say "note: your config.toml (kept) has MQTT off: set [mqtt] enabled = true and host = \"localhost\" there for the local broker, then: sudo systemctl restart emotion-edge"
     fi
     # LoadCredential= needs the files to exist; an empty one means "no password".
     for secret in mqtt-password http-password; do
@@ -210,7 +218,23 @@ check() {
     say "emotion-edge check (the service is stopped meanwhile: one process per camera)"
     sysctl stop emotion-edge.service
     CHECK_OK=1
-    run runuser -u "$SERVICE_USER" -- "$ROOT$VENV/bin/emotion-edge" check --service --config "$ROOT$ETC/config.toml" || CHECK_OK=0
+    as_service check --service --config "$ROOT$ETC/config.toml" || CHECK_OK=0
+}
+
+# Run emotion-edge as the service runs: its user and groups and its credentials (LoadCredential= puts the
+# MQTT and HTTP passwords in $CREDENTIALS_DIRECTORY, which only systemd provides: a check run with runuser
+# read no password and failed against a broker that needs one). Without a running systemd (a chroot),
+# runuser, without the passwords.
+as_service() {
+    if [ "$DRY_RUN" = 1 ] || [ -d /run/systemd/system ]; then
+        run systemd-run --quiet --pipe --wait --collect --service-type=exec \
+            -p User="$SERVICE_USER" -p Group="$SERVICE_USER" -p SupplementaryGroups="video render" \
+            -p LoadCredential=mqtt-password:"$ETC/mqtt-password" -p LoadCredential=http-password:"$ETC/http-password" \
+            -E PYTHONUNBUFFERED=1 -- "$ROOT$VENV/bin/emotion-edge" "$@"
+    else
+        say "systemd is not running here (a chroot?): the check runs without the service's credentials"
+        run runuser -u "$SERVICE_USER" -- "$ROOT$VENV/bin/emotion-edge" "$@"
+    fi
 }
 
 start_service() {

@@ -14,7 +14,13 @@ if systemctl is-active --quiet emotion-edge.service 2>/dev/null; then
     was_active=1
     sudo systemctl stop emotion-edge.service
 fi
-sudo runuser -u emotion-edge -- "$EXE" check --full --config "$CONFIG" "$@"
+# As the service runs: its user, groups and credentials (the MQTT password reaches it only through
+# systemd's LoadCredential=, in $CREDENTIALS_DIRECTORY).
+sudo systemd-run --quiet --pipe --wait --collect --service-type=exec \
+    -p User=emotion-edge -p Group=emotion-edge -p SupplementaryGroups="video render" \
+    -p LoadCredential=mqtt-password:/etc/emotion-edge/mqtt-password \
+    -p LoadCredential=http-password:/etc/emotion-edge/http-password \
+    -E PYTHONUNBUFFERED=1 -- "$EXE" check --full --config "$CONFIG" "$@"
 rc=$?
 [ "$was_active" = 1 ] && sudo systemctl start emotion-edge.service
 exit $rc

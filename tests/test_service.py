@@ -88,13 +88,14 @@ def test_notify_ready_watchdog_status_stopping(notify, tmp_path):
 
 
 def test_stalled_camera_stops_watchdog_pings_and_fails_the_run(notify, tmp_path):
-    """The fake Pi camera hangs after 30 frames, like a camera whose cable came loose: no more watchdog
+    """The Pi camera (real picamera2, simulated sensor) stops after 30 frames, like a camera whose cable came
+    loose: no more watchdog
     pings, and after capture_timeout the run fails with a clear line (systemd then restarts it)."""
-    log = tmp_path / "fake.log"
+    log = tmp_path / "pisim.log"
     cfg = tmp_path / "c.toml"
     cfg.write_text("[camera]\ncapture_timeout = 3.0\n")
-    env = service_env(notify, FAKE_PICAMERA2_FRAMES=30, FAKE_PICAMERA2_LOG=log)
-    p = spawn("run", "--config", str(cfg), "--source", "picamera2", "--events", "none", env=env, fake_picamera2=True)
+    env = service_env(notify, PISIM_FRAMES=30, PISIM_LOG=log, PISIM_LOCKDIR=tmp_path)
+    p = spawn("run", "--config", str(cfg), "--source", "picamera2", "--events", "none", env=env, pi_sim=True)
     try:
         assert notify.wait_for("READY=1", 60), notify.messages
         deadline = time.monotonic() + 30
@@ -117,9 +118,9 @@ def test_stalled_camera_stops_watchdog_pings_and_fails_the_run(notify, tmp_path)
 def test_sigterm_with_a_hung_camera_ends_the_run_at_once(notify, tmp_path):
     """capture_request() without a timeout would block the loop for ever: SIGTERM unseen until systemd's
     TimeoutStopSec kills it. The capture waits in slices and sees the stop within 0.2 s."""
-    log = tmp_path / "fake.log"
-    env = service_env(notify, FAKE_PICAMERA2_FRAMES=10, FAKE_PICAMERA2_LOG=log)
-    p = spawn("run", "--source", "picamera2", "--events", "none", env=env, fake_picamera2=True)
+    log = tmp_path / "pisim.log"
+    env = service_env(notify, PISIM_FRAMES=10, PISIM_LOG=log, PISIM_LOCKDIR=tmp_path)
+    p = spawn("run", "--source", "picamera2", "--events", "none", env=env, pi_sim=True)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (log.exists() and "stalled" in log.read_text()):

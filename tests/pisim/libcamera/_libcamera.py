@@ -725,6 +725,9 @@ class Camera:
             if delay > 0 and self._stop.wait(delay):
                 return
             if limit is not None and self._sequence >= limit:
+                if self._sequence == limit:
+                    self._sequence += 1
+                    pisim.log(event="stalled", camera=self.id, frames=limit)
                 continue  # the sensor stopped sending (loose cable): requests stay queued
             with self._qlock:
                 req = self._queue.pop(0) if self._queue else None
