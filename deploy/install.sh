@@ -263,7 +263,7 @@ uninstall() {
     # Home Assistant keeps a device for as long as its retained discovery configs stay on the broker.
     if [ -x "$ROOT$VENV/bin/emotion-edge" ] || [ "$DRY_RUN" = 1 ]; then
         say "remove the device from Home Assistant (retained MQTT discovery), if MQTT is on"
-        run "$ROOT$VENV/bin/emotion-edge" mqtt forget --config "$ROOT$ETC/config.toml" --timeout 5 || true
+        as_service mqtt forget --config "$ROOT$ETC/config.toml" --timeout 5 || true
     fi
     run rm -f "$ROOT$UNIT"
     sysctl daemon-reload
