@@ -19,6 +19,8 @@
 # Needs root, debootstrap and systemd-nspawn (installed if missing), and the network for apt and pip inside
 # the root. The base root is cached in /var/tmp (built once per machine, a few minutes); each run copies it.
 # SYSTEMD_TEST_BREAK='sed expression' is applied to the clone's unit first, to show that the test catches it.
+# poll takes its condition in single quotes, evaluated at each try (and the variables it reads look unused):
+# shellcheck disable=SC2016,SC2034
 set -euo pipefail
 CODENAME="${1:-bookworm}"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -155,8 +157,9 @@ started="$(prop ExecMainStartTimestampMonotonic)" active="$(prop ActiveEnterTime
 inroot journalctl -u emotion-edge.service -o cat --no-pager > "$RUN.journal"
 first_log="$(grep -n 'emotion-edge [0-9.]*: ' "$RUN.journal" | head -n1 | cut -d: -f1)"
 started_line="$(grep -n '^Started emotion-edge' "$RUN.journal" | head -n1 | cut -d: -f1)"
-[ -n "$first_log" ] && [ -n "$started_line" ] && [ "$first_log" -lt "$started_line" ] \
-    || fail "'Started' is not after the service's first line (journal order $first_log / $started_line)"
+if [ -z "$first_log" ] || [ -z "$started_line" ] || [ "$first_log" -ge "$started_line" ]; then
+    fail "'Started' is not after the service's first line (journal order $first_log / $started_line)"
+fi
 ok "active $(( (active - started) / 1000 )) ms after exec, after READY=1"
 poll 20 '[[ "$(prop StatusText)" == *fps* ]]' "STATUS= with fps"
 s1="$(prop StatusText)"
