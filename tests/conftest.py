@@ -78,6 +78,77 @@ def broker(tmp_path):
     b.stop()
 
 
+class LinkProxy:
+    """A TCP proxy in front of the broker that a test can break: ``reset()`` kills every open connection (RST),
+    ``blackhole(True)`` keeps them open but silently drops every byte both ways (a dead Wi-Fi link), new
+    connections included."""
+
+    def __init__(self, target_port: int):
+        self.target = target_port
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        self.lock = threading.Lock()
+        self.pairs: list = []
+        self.resets = 0
+        self._black = False
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self._closed:
+            try:
+                a, _ = self.srv.accept()
+            except OSError:
+                return
+            try:
+                b = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                a.close()
+                continue
+            with self.lock:
+                self.pairs.append((a, b))
+            for src, dst in ((a, b), (b, a)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if not self._black:
+                    dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def reset(self):
+        import struct
+
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+            self.resets += 1
+        for a, b in pairs:
+            for s in (a, b):
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, not FIN
+                    s.close()
+                except OSError:
+                    pass
+
+    def blackhole(self, on: bool):
+        self._black = on
+
+    def close(self):
+        self._closed = True
+        self.srv.close()
+        self.reset()
+
+
 class Subscriber:
     """A paho client collecting messages per topic."""
 
@@ -202,6 +273,22 @@ def fer_data(fer_csv):
     from emotion_model import data
 
     return data.load(fer_csv, splits=("PublicTest", "PrivateTest"))
+
+
+def face(box, emotion="happy", conf=0.8, fid=1):
+    """A classified face for an Event (the seven labels, ``emotion`` at ``conf``)."""
+    from edge.draw import COLOURS
+    from edge.events import Face
+
+    scores = {k: 0.02 for k in COLOURS}
+    scores[emotion] = conf
+    return Face(fid, box, emotion, conf, scores)
+
+
+def event(faces, w=640, h=480, seq=1):
+    from edge.events import Event
+
+    return Event("t", seq, time.time(), w, h, tuple(faces), 5.0, 12.5)
 
 
 def write_config(path: Path, text: str) -> Path:

@@ -14,21 +14,10 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT, emotion_edge, free_port, spawn
+from conftest import ROOT, emotion_edge, event, face, free_port, spawn
 
 from edge.display import choose_preview
 from edge.draw import COLOURS, draw_faces, label_rect, overlay_rgba, panel_rect
-from edge.events import Event, Face
-
-
-def face(box, emotion="happy", conf=0.8, fid=1):
-    scores = {k: 0.02 for k in COLOURS}
-    scores[emotion] = conf
-    return Face(fid, box, emotion, conf, scores)
-
-
-def event(faces, w=640, h=480):
-    return Event("t", 1, time.time(), w, h, tuple(faces), 5.0, 12.5)
 
 
 def test_overlay_box_edges_in_emotion_colour_and_transparent_elsewhere():

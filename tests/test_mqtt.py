@@ -2,7 +2,9 @@
 import contextlib
 import json
 import signal
+import threading
 import time
+from types import SimpleNamespace
 
 import jsonschema
 import pytest
@@ -339,3 +341,107 @@ def test_snapshots_are_annotated_jpegs_at_their_interval(broker, tmp_path):
     assert 2 <= len(shots) <= 6, len(shots)  # 2 s at one per 0.5 s
     img = cv2.imdecode(np.frombuffer(shots[-1], np.uint8), cv2.IMREAD_COLOR)
     assert img is not None and img.shape == (480, 640, 3)
+
+
+# --- a flaky link ------------------------------------------------------------------------------------------------
+
+def flaky_run(broker, tmp_path, seconds, pattern, seed=7):
+    """MqttSink fed 30 events a second while ``pattern(proxy, rng)`` breaks the link between it and the broker
+    for ``seconds``; then the link settles. Returns the sink (closed), its counts and the subscriber."""
+    import random
+
+    from conftest import LinkProxy, event, face
+
+    from edge import config
+    from edge.sinks.mqtt import MqttSink
+
+    proxy = LinkProxy(broker.port)
+    sub = Subscriber(broker.port, topics=("emotion-edge/flaky/#",))
+    cfg = config.load(mqtt_config(tmp_path, proxy.port, "flaky", "keepalive = 5")).mqtt
+    sink = MqttSink(cfg, "flaky", stats_fn=lambda: {"fps": 30.0, "frames": 0})
+    sink.start()
+    rng = random.Random(seed)
+    stop_feeding = threading.Event()
+    produced = [0]
+
+    def feed():
+        i = 0
+        while not stop_feeding.is_set():
+            i += 1
+            emotion = ("happy", "sad")[(i // 45) % 2]  # the state changes every 1.5 s
+            sink.handle(event([face((100 + i % 7, 100, 120, 120), emotion)], seq=i), None)
+            produced[0] += 1
+            time.sleep(1 / 30)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pattern(proxy, rng)
+    settled = time.monotonic()
+    with sub.lock:
+        seen = len(sub.messages)
+    alive = [t.name for t in sink._threads if t.is_alive()]
+    # The link is good again: a fresh state on the broker within 10 s (the emotion keeps changing).
+    assert sub.wait_for(lambda: any(t.endswith("/state") for t, _, _ in sub.messages[seen:]), timeout=10), \
+        "no state within 10 s of the link settling"
+    got_state_at = time.monotonic()
+    stop_feeding.set()
+    feeder.join()
+    sink.close()
+    proxy.close()
+    msgs = sub.settle()
+    sub.close()
+    return SimpleNamespace(sink=sink, produced=produced[0], alive=alive, resets=proxy.resets, msgs=msgs,
+                           state_after=got_state_at - settled, stats=sink.stats())
+
+
+def _resets(proxy, rng):
+    time.sleep(rng.uniform(1.0, 5.0))
+    proxy.reset()
+
+
+def test_publisher_survives_a_link_reset_every_few_seconds(broker, tmp_path):
+    """paho 2.x marks unsent QoS-0 messages lost on reconnect and their is_published() raises: the publisher
+    and stats threads died, the device stayed "online" with a frozen state, and SIGTERM sent no offline."""
+    r = flaky_run(broker, tmp_path, 40, _resets)
+    assert r.resets >= 8
+    assert r.alive == ["mqtt-publish", "mqtt-stats"], "an MQTT thread died"
+    assert r.stats["events_published"] + r.stats["events_dropped"] == r.produced
+    assert r.stats["events_published"] > r.produced // 4
+    avail = [p for t, p, _ in r.msgs if t.endswith("/availability")]
+    assert avail and avail[-1] == b"offline"  # a clean goodbye after all that
+
+
+def test_publisher_survives_a_blackholed_link(broker, tmp_path):
+    def blackhole(proxy, rng):
+        time.sleep(2)
+        proxy.blackhole(True)
+        time.sleep(12)  # beyond keepalive: paho notices and reconnects (into the hole) until it lifts
+        proxy.blackhole(False)
+        proxy.reset()  # what a router does when it comes back: the old connections are gone
+
+    r = flaky_run(broker, tmp_path, 14, blackhole)
+    assert r.alive == ["mqtt-publish", "mqtt-stats"]
+    assert r.stats["events_published"] + r.stats["events_dropped"] == r.produced
+    assert [p for t, p, _ in r.msgs if t.endswith("/availability")][-1] == b"offline"
+
+
+def test_a_qos0_event_paho_gave_up_on_is_dropped_not_fatal(tmp_path):
+    """On a reconnect paho marks every QoS-0 packet it had not written yet as lost (Client.reconnect sets
+    rc = MQTT_ERR_CONN_LOST and marks it published), and its is_published() raises RuntimeError: that
+    killed the publisher thread. The event is counted as dropped and the thread goes on."""
+    from paho.mqtt.client import MQTT_ERR_CONN_LOST, MQTTMessageInfo
+
+    from edge import config
+    from edge.sinks.mqtt import MqttSink
+
+    sink = MqttSink(config.load(mqtt_config(tmp_path, 1, "lost")).mqtt, "lost")
+    lost, sent, pending = MQTTMessageInfo(1), MQTTMessageInfo(2), MQTTMessageInfo(3)
+    lost.rc = MQTT_ERR_CONN_LOST
+    lost._set_as_published()
+    sent._set_as_published()
+    sink._in_flight.extend([lost, sent, pending])
+    sink._settle()
+    st = sink.stats()
+    assert (st["events_published"], st["events_dropped"], st["events_in_flight"]) == (1, 1, 1)

@@ -60,6 +60,8 @@ class MqttSink(Sink):
         self._in_flight: collections.deque = collections.deque()
         self.published = 0
         self.publish_failed = 0
+        self.loop_errors = 0  # exceptions the publisher and stats threads survived
+        self._loop_error_logged = -UNREACHABLE_LOG_INTERVAL
         self.dropped_at_exit = 0
         self.connects = 0
         self._state: dict | None = None
@@ -198,11 +200,18 @@ class MqttSink(Sink):
 
     # -- publisher thread ----------------------------------------------------------------------
     def _settle(self) -> None:
-        """Move events paho has written (QoS 0) or the broker acknowledged (QoS 1, 2) to published."""
+        """Move events paho has written (QoS 0) or the broker acknowledged (QoS 1, 2) to published, and those
+        it gave up on to dropped: on a reconnect paho marks every QoS-0 packet it had not yet written as lost
+        (Client.reconnect: ``rc = MQTT_ERR_CONN_LOST``), and their ``is_published()`` then raises."""
         with self._lock:
-            while self._in_flight and self._in_flight[0].is_published():
+            while self._in_flight:
+                try:
+                    if not self._in_flight[0].is_published():
+                        break
+                    self.published += 1
+                except (RuntimeError, ValueError):
+                    self.publish_failed += 1
                 self._in_flight.popleft()
-                self.published += 1
 
     def _publish_due(self) -> None:
         now = time.monotonic()
@@ -223,34 +232,55 @@ class MqttSink(Sink):
         while not self.stopping.is_set():
             if not self.connected.wait(0.5):
                 continue
-            self._publish_due()
-            self._settle()
-            item = self.queue.get(timeout=0.2)
-            if item is None:
-                continue
-            kind, payload, qos, retain = item
-            if kind == "snapshot":
-                payload = _snapshot_jpeg(*payload)
-                if payload is None:
-                    continue
+            try:
+                self._publish_due()
+                self._settle()
+                item = self.queue.get(timeout=0.2)
+                if item is not None:
+                    self._publish_item(*item)
+            except Exception as e:  # whatever paho raises mid-reconnect: count it, never die
+                self._loop_error("publisher", e)
+
+    def _publish_item(self, kind, payload, qos, retain) -> None:
+        if kind == "snapshot":
+            payload = _snapshot_jpeg(*payload)
+            if payload is None:
+                return
+        try:
             info = self.client.publish(self.topics[kind], payload, qos=qos, retain=retain)
-            with self._lock:
-                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+        except Exception:
+            if kind == "events":
+                with self._lock:
                     self.publish_failed += 1
-                elif kind == "events":
-                    self._in_flight.append(info)
+            raise
+        with self._lock:
+            if kind != "events":
+                return
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                self.publish_failed += 1
+            else:  # NO_CONN: queued by paho for the reconnect; it settles as published or lost
+                self._in_flight.append(info)
+
+    def _loop_error(self, where: str, e: Exception) -> None:
+        with self._lock:
+            self.loop_errors += 1
+        now = time.monotonic()
+        if now - self._loop_error_logged >= UNREACHABLE_LOG_INTERVAL:
+            self._loop_error_logged = now
+            log.warning("MQTT %s: %s: %s (carrying on; logged again in %.0f min at most)", where,
+                        type(e).__name__, e, UNREACHABLE_LOG_INTERVAL / 60)
 
     def stats(self) -> dict:
         self._settle()
         snap = self.stats_fn() if self.stats_fn else {}
         with self._lock:
-            published, failed, connects = self.published, self.publish_failed, self.connects
+            published, failed, connects, errors = self.published, self.publish_failed, self.connects, self.loop_errors
             in_flight, at_exit = len(self._in_flight), self.dropped_at_exit
         d = {"ts": iso_utc(time.time()), "fps": snap.get("fps", 0.0), "frames": snap.get("frames", 0),
              "bad_frames": snap.get("bad_frames", 0), "stage_ms": snap.get("stage_ms", {}),
              "events_published": published, "events_in_flight": in_flight,
              "events_dropped": self.queue.dropped + failed + at_exit,
-             "queue": len(self.queue), "reconnects": max(0, connects - 1),
+             "queue": len(self.queue), "reconnects": max(0, connects - 1), "link_errors": errors,
              "uptime_s": round(time.monotonic() - self.started, 1), "rss_mb": rss_mb()}
         temp = soc_temperature()
         if temp is not None:
@@ -266,7 +296,10 @@ class MqttSink(Sink):
                 next_at = time.monotonic() + self.cfg.stats_interval
                 if self.connected.is_set():
                     # Retained, so a dashboard or Home Assistant that (re)connects has a value at once.
-                    self.client.publish(self.topics["stats"], json.dumps(self.stats()), qos=0, retain=True)
+                    try:
+                        self.client.publish(self.topics["stats"], json.dumps(self.stats()), qos=0, retain=True)
+                    except Exception as e:
+                        self._loop_error("stats", e)
 
     def close(self):
         # Flush what is queued (briefly), then wait for what paho holds to be written or acknowledged, then
@@ -290,14 +323,16 @@ class MqttSink(Sink):
             self.dropped_at_exit = len(self.queue) + len(self._in_flight)
             self._in_flight.clear()
         if self.connected.is_set():
-            self.client.publish(self.topics["stats"], json.dumps(self.stats()), qos=1, retain=True)
-            info = self.client.publish(self.topics["availability"], "offline", qos=1, retain=True)
             try:
+                self.client.publish(self.topics["stats"], json.dumps(self.stats()), qos=1, retain=True)
+                info = self.client.publish(self.topics["availability"], "offline", qos=1, retain=True)
                 info.wait_for_publish(timeout=5.0)
-            except (RuntimeError, ValueError):
-                pass
-        self.client.disconnect()
-        self.client.loop_stop()
+            except Exception as e:  # the link went at the last moment: the broker's last will says offline
+                log.warning("MQTT: could not say offline (%s); the broker's last will does", e)
+        try:
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
         st = self.stats()
         log.info("MQTT: %d events published, %d dropped, %d reconnects", st["events_published"],
                  st["events_dropped"], st["reconnects"])
