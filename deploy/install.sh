@@ -131,11 +131,15 @@ service_user() {
         say "create system user $SERVICE_USER"
         run useradd --system --user-group --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin "$SERVICE_USER"
     fi
+    # The unit names both groups (SupplementaryGroups=): systemd refuses to start it (216/GROUP) when one
+    # is missing, as render is on a Debian without udev.
     local g
     for g in video render; do
-        if getent group "$g" >/dev/null 2>&1 || [ "$DRY_RUN" = 1 ]; then
-            run usermod -a -G "$g" "$SERVICE_USER"
+        if ! getent group "$g" >/dev/null 2>&1 && [ "$DRY_RUN" = 0 ]; then
+            say "create system group $g"
+            run groupadd --system "$g"
         fi
+        run usermod -a -G "$g" "$SERVICE_USER"
     done
 }
 

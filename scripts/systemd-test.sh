@@ -110,6 +110,8 @@ fi
 step "a fresh root from the cached one; a clean clone of this repository in /root/emotion-edge"
 cp -a --reflink=auto "$BASE/." "$RUN/"
 cp /etc/ssl/certs/ca-certificates.crt "$RUN/etc/ssl/certs/host-ca.crt"
+# debootstrap writes no /etc/hosts; an installed system (and Raspberry Pi OS) has one
+printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\tee-test\n' > "$RUN/etc/hosts"
 git clone --quiet "$REPO" "$RUN/root/emotion-edge"
 if [ -n "${SYSTEMD_TEST_BREAK:-}" ]; then
     sed -i "$SYSTEMD_TEST_BREAK" "$RUN/root/emotion-edge/deploy/emotion-edge.service"
