@@ -6,12 +6,14 @@ so a typo in ``/etc/emotion-edge/config.toml`` fails at start, not silently.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import re
 import socket
 import tomllib
 import typing
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,9 +197,43 @@ _CHOICES = {
 }
 
 
+# Letters NFKD does not take apart, and two common non-Latin alphabets, spelled in ASCII the way Home
+# Assistant's slugify (python-slugify with unidecode) spells them: "Küche" -> "kuche", "Кухня" -> "kukhnia".
+_TRANSLIT = {
+    **dict(zip("ßæøđłþœı", ["ss", "ae", "o", "d", "l", "th", "oe", "i"])),
+    **dict(zip("абвгдеёжзийклмнопрстуфхцчшщъыьэюяієїґ",
+               ["a", "b", "v", "g", "d", "e", "e", "zh", "z", "i", "i", "k", "l", "m", "n", "o", "p", "r", "s", "t",
+                "u", "f", "kh", "ts", "ch", "sh", "shch", "", "y", "", "e", "iu", "ia", "i", "ie", "i", "g"])),
+    **dict(zip("αβγδεζηθικλμνξοπρσςτυφχψω",
+               ["a", "v", "g", "d", "e", "z", "i", "th", "i", "k", "l", "m", "n", "x", "o", "p", "r", "s", "s", "t",
+                "y", "f", "ch", "ps", "o"])),
+}
+
+
+def _ascii(name: str) -> str:
+    out = []
+    for ch in unicodedata.normalize("NFKD", name.lower()):
+        if unicodedata.combining(ch):
+            continue
+        out.append(_TRANSLIT.get(ch, ch))
+    return "".join(out)
+
+
 def node_id(name: str) -> str:
-    """A name as one MQTT topic level and a Home Assistant node id: Home Assistant's discovery accepts
-    [a-zA-Z0-9_-] there, and MQTT forbids +, # and / inside a level. Lower case, everything else to "_"."""
+    """A name as one MQTT topic level and a Home Assistant node id ([a-z0-9_-]; MQTT forbids +, # and / in a
+    level). A name already in that alphabet is its own id; any other is spelled in ASCII (accents dropped,
+    Cyrillic and Greek transliterated, everything else "_") and gets 6 hex digits of its hash, so that two
+    different names never share an id: "Living Room" and "living-room", "Büro" and "Bäro" are two devices."""
+    name = name.strip()
+    if re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
+        return name
+    slug = re.sub(r"[^a-z0-9-]+", "_", _ascii(name)).strip("_-")
+    digest = hashlib.sha256(name.encode()).hexdigest()[:6]
+    return f"{slug or 'device'}_{digest}"
+
+
+def legacy_node_id(name: str) -> str:
+    """The id emotion-edge 0.1 gave a name (lower case, anything else "_"): what it may have left retained."""
     s = re.sub(r"[^a-z0-9_-]+", "_", name.strip().lower()).strip("_")
     return s or "emotion-edge"
 
@@ -246,8 +282,8 @@ def _validate(name: str, obj) -> None:
     """Rules that span fields; single fields carry their own range or choices."""
     if name == "camera" and (obj.lores_width > obj.width or obj.lores_height > obj.height):
         raise ConfigError("camera.lores_width: the lores stream cannot be larger than the main stream")
-    if name == "service" and obj.device.strip() and not re.search(r"[A-Za-z0-9]", obj.device):
-        raise ConfigError(f"service.device: {obj.device!r} has no letter or digit to make a topic from")
+    if name == "service" and obj.device.strip() and not any(c.isalnum() for c in obj.device):
+        raise ConfigError(f"service.device: {obj.device!r} has no letter or digit to make a name from")
     if name == "mqtt":
         check_topic_prefix("mqtt.prefix", obj.prefix)
         check_topic_prefix("mqtt.discovery_prefix", obj.discovery_prefix)

@@ -1,5 +1,6 @@
 import dataclasses
 import math
+import re
 import tomllib
 import typing
 
@@ -54,7 +55,24 @@ def test_bad_config_names_the_key(tmp_path, text, message):
 def test_int_is_accepted_for_float_and_device_is_sanitised():
     c = config.from_dict({"tracker": {"smoothing": 1}, "service": {"device": ""}})
     assert c.tracker.smoothing == 1.0 and isinstance(c.tracker.smoothing, float)
-    assert config.node_id("Pi Kitchen/#1+") == "pi_kitchen_1"
+    assert config.node_id("Pi Kitchen/#1+").startswith("pi_kitchen_1_")
+
+
+@pytest.mark.parametrize("a, b", [("Living Room", "living-room"), ("living-room", "living_room"), ("Büro", "Bäro"),
+                                  ("Living Room", "living room"), ("Кухня", "Kukhnia")])
+def test_distinct_names_get_distinct_ids(a, b):
+    """Living Room and living-room shared a node id and unique ids: the second discovery took over the first's
+    entities and forgetting one deleted the other; Büro and Bäro both became b_ro."""
+    ids = config.node_id(a), config.node_id(b)
+    assert ids[0] != ids[1] and all(re.fullmatch(r"[a-z0-9][a-z0-9_-]*", i) for i in ids)
+    assert config.node_id(a) == ids[0]  # stable
+
+
+@pytest.mark.parametrize("name, stem", [("raspberrypi", "raspberrypi"), ("kitchen-pi", "kitchen-pi"),
+                                        ("Küche Pi.2", "kuche_pi_2_"), ("Кухня", "kukhnia_"), ("客厅", "device_")])
+def test_ids_read_like_the_name(name, stem):
+    """A host name stays its own id; other names are spelled as Home Assistant's slugify would, in any script."""
+    assert config.node_id(name).startswith(stem) and (name == stem) == (config.node_id(name) == name)
 
 
 def test_cli_reports_unknown_key_and_exits_2(tmp_path):

@@ -91,7 +91,11 @@ def test_a_device_named_like_a_room_appears_under_safe_topics(broker, tmp_path):
     sub = Subscriber(broker.port, topics=("emotion-edge/+/events", "homeassistant/#"))
     r = emotion_edge("run", "--config", str(cfg), "--source", "demo:10", "--events", "none", timeout=60)
     assert r.returncode == 0, r.stderr
-    assert sub.wait_for(lambda: len(sub.on("emotion-edge/living_room/events")) == 10, 10)
+    from edge.config import node_id
+
+    device = node_id("Living Room")
+    assert re.fullmatch(r"living_room_[0-9a-f]{6}", device)
+    assert sub.wait_for(lambda: len(sub.on(f"emotion-edge/{device}/events")) == 10, 10)
     configs = [(t, json.loads(p)) for t, p, _ in sub.messages if t.startswith("homeassistant/") and p]
     sub.close()
     assert len(configs) == 7

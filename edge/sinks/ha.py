@@ -13,7 +13,9 @@ SUPPORT_URL = "https://github.com/emotion-edge/emotion-edge"
 
 
 def node(device: str) -> str:
-    return f"emotion_edge_{device}".replace("-", "_")
+    """The node id in discovery topics and the stem of unique ids: the device id as it is ("-" kept: turning
+    it into "_" made "living-room" and "living_room" one device in Home Assistant)."""
+    return f"emotion_edge_{device}"
 
 
 def topics(cfg: MqttConfig, device: str) -> dict[str, str]:
@@ -60,7 +62,9 @@ def messages(cfg: MqttConfig, device: str, device_name: str, labels, http_url: s
     out = []
     for component, key, name, topic, tpl, extra in entities:
         uid = f"{nid}_{key}"
-        payload = {"name": name, "unique_id": uid, "default_entity_id": f"{component}.{uid}", "state_topic": topic,
+        # entity ids take [a-z0-9_] only; Home Assistant adds _2 should two ever meet there
+        payload = {"name": name, "unique_id": uid, "default_entity_id": f"{component}.{uid.replace('-', '_')}",
+                   "state_topic": topic,
                    "value_template": tpl, **extra, **common}
         out.append((f"{cfg.discovery_prefix}/{component}/{nid}/{key}/config", payload))
     return out
