@@ -261,9 +261,12 @@ display_note() {
 }
 
 uninstall() {
+    # Safe to run again, and after a half-done install: each step only undoes what is there.
     say "uninstall emotion-edge"
-    sysctl stop emotion-edge.service
-    sysctl disable emotion-edge.service
+    if [ -e "$ROOT$UNIT" ] || [ "$DRY_RUN" = 1 ]; then
+        sysctl stop emotion-edge.service
+        sysctl disable emotion-edge.service
+    fi
     # Home Assistant keeps a device for as long as its retained discovery configs stay on the broker.
     if [ -x "$ROOT$VENV/bin/emotion-edge" ] || [ "$DRY_RUN" = 1 ]; then
         say "remove the device from Home Assistant (retained MQTT discovery), if MQTT is on"
@@ -272,7 +275,9 @@ uninstall() {
     run rm -f "$ROOT$UNIT"
     sysctl daemon-reload
     run rm -rf "$ROOT$PREFIX"
-    run userdel "$SERVICE_USER"
+    if getent passwd "$SERVICE_USER" >/dev/null 2>&1 || [ "$DRY_RUN" = 1 ]; then
+        run userdel "$SERVICE_USER"
+    fi
     if [ "$PURGE" = 1 ]; then
         run rm -rf "$ROOT$ETC"
     else

@@ -164,7 +164,7 @@ if [ -z "$first_log" ] || [ -z "$started_line" ] || [ "$first_log" -ge "$started
     fail "'Started' is not after the service's first line (journal order $first_log / $started_line)"
 fi
 ok "active $(( (active - started) / 1000 )) ms after exec, after READY=1"
-poll 20 '[[ "$(prop StatusText)" == *fps* ]]' "STATUS= with fps"
+poll 20 '[[ "$(prop StatusText)" == *frames* ]]' "STATUS= with fps and frames"
 s1="$(prop StatusText)"
 poll 20 '[ "$(prop StatusText)" != "$s1" ]' "STATUS= updating"
 ok "StatusText: $(prop StatusText)"
@@ -228,7 +228,7 @@ inroot systemctl reset-failed emotion-edge.service
 step "5 start at boot"
 poweroff
 boot
-poll 90 '[ "$(prop ActiveState)" = active ] && [[ "$(prop StatusText)" == *fps* ]]' "the service active after boot"
+poll 90 '[ "$(prop ActiveState)" = active ] && [[ "$(prop StatusText)" == *frames* ]]' "the service active and counting frames after boot"
 ok "active after boot, $(prop StatusText)"
 
 # 6 --------------------------------------------------------------------------------------------------------

@@ -39,8 +39,9 @@ def test_discovery_follows_home_assistant_rules(name):
     uids = [p["unique_id"] for _, p in msgs]
     assert len(set(uids)) == len(uids) == 7
     state = {"faces": 1, "emotion": "happy", "confidence": 0.91, "scores": {k: 0.01 for k in LABELS}, "ts": "x"}
-    empty = {"faces": 0, "emotion": None, "confidence": 0.0, "scores": {}, "ts": "x"}
+    empty = {"faces": 0, "emotion": None, "confidence": None, "scores": {}, "ts": "x"}
     summary = {"dominant": "sad", "shares": {k: 0.1 for k in LABELS}}
+    no_face_summary = {"dominant": None, "shares": None}
     for topic, payload in msgs:
         prefix, _, rest = topic.partition("/")
         assert prefix == "homeassistant"
@@ -55,8 +56,13 @@ def test_discovery_follows_home_assistant_rules(name):
         value = summary if payload["state_topic"].endswith("/summary") else \
             {"fps": 9.5} if payload["state_topic"].endswith("/stats") else state
         out = render(payload["value_template"], value)
+        if payload["state_topic"].endswith("/summary"):
+            # an interval without a face is unknown to Home Assistant ("None"), not 0 % or a made-up mood
+            assert render(payload["value_template"], no_face_summary) == "None"
+        if m["object_id"] == "confidence":
+            assert float(out) == 91 and render(payload["value_template"], empty) == "None"
         if payload.get("device_class") == "enum":
-            assert set(payload["options"]) == {*LABELS, "none"}
+            assert set(payload["options"]) == ({*LABELS, "none"} if m["object_id"] == "emotion" else set(LABELS))
             assert out in payload["options"]
             if payload["state_topic"].endswith("/state"):
                 assert render(payload["value_template"], empty) in payload["options"]

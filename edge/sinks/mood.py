@@ -61,15 +61,23 @@ class MoodSummary:
             self._ended.append({"id": gone, "dwell_s": round(t["last"] - t["first"], 1),
                                 "dominant": self.labels[int(np.argmax(t["mass"]))]})
 
+    @property
+    def frames(self) -> int:
+        """Frames in the interval so far."""
+        with self._lock:
+            return self._frames
+
     def take(self, now: float | None = None) -> dict:
         """The summary of the interval since the last take, and a new interval."""
         now = time.monotonic() if now is None else now
         with self._lock:
             self._end_gone(now)
-            shares = self._mass / self._face_time if self._face_time > 0 else np.zeros(len(self.labels))
+            # Without a face there is no share to speak of: null (unknown in Home Assistant), not a row of zeros
+            # that drags long-term means down.
+            shares = self._mass / self._face_time if self._face_time > 0 else None
             out = {"interval_s": round(now - self._start, 1), "frames": self._frames, "faces_seen": len(self._seen),
                    "presence_s": round(self._presence, 1), "face_time_s": round(self._face_time, 1),
-                   "shares": {k: round(float(v), 4) for k, v in zip(self.labels, shares)},
+                   "shares": None if shares is None else {k: round(float(v), 4) for k, v in zip(self.labels, shares)},
                    "dominant": self.labels[int(np.argmax(shares))] if self._face_time > 0 else None,
                    "tracks_ended": self._ended}
             self._reset(now)

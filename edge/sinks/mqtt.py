@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 UNREACHABLE_LOG_INTERVAL = 300.0
 # A connection the broker closes sooner than this after accepting it counts as taken over.
 SHORT_CONNECTION_S = 10.0
+# Seconds from start to the first mood summary.
+FIRST_SUMMARY_S = 10.0
 
 
 class MqttSink(Sink):
@@ -69,7 +71,10 @@ class MqttSink(Sink):
         self._state_dirty = False
         self._state_sent = 0.0
         self._stats_now = False
-        self._summary_due = time.monotonic() + cfg.summary_interval
+        # The first summary comes soon after start (a dashboard has a value within seconds), then one per interval.
+        self._summary_due = time.monotonic() + min(FIRST_SUMMARY_S, cfg.summary_interval)
+        self._last_summary: str | None = None
+        self._live = False  # a first frame went through: this instance is running, not just starting
         self._last_key = None
         self._last_sent = 0.0
         self._last_snapshot = 0.0
@@ -152,6 +157,10 @@ class MqttSink(Sink):
         # discovery = false clears what an earlier run announced, so the entities go instead of going stale.
         for topic, payload in self.discovery_messages():
             self.client.publish(topic, json.dumps(payload) if self.cfg.discovery else b"", qos=1, retain=True)
+        # Home Assistant starts the summary entities' expire_after afresh on a discovery message: the last
+        # summary again, so Mood and Happy share do not go unavailable until the next interval.
+        if self._last_summary is not None:
+            self.client.publish(self.topics["summary"], self._last_summary, qos=1, retain=True)
 
     # -- the pipeline side (capture thread): never blocks -------------------------------------
     def start(self):
@@ -180,16 +189,20 @@ class MqttSink(Sink):
 
     def handle(self, event: Event, frame) -> None:
         big = event.largest
+        # Two decimals: Home Assistant stores an attribute row whenever a score changes, and the third
+        # decimal is noise.
         state = {"faces": len(event.faces), "emotion": big.emotion if big else None,
-                 "confidence": round(big.confidence, 3) if big else 0.0,
-                 "scores": {k: round(v, 3) for k, v in big.scores.items()} if big else {}, "ts": event.ts}
-        # Sent at once when what a dashboard shows changes: the count, the emotion, the confidence by 5 points.
-        key = (state["faces"], state["emotion"], round(state["confidence"] * 20))
+                 "confidence": round(big.confidence, 2) if big else None,
+                 "scores": {k: round(v, 2) for k, v in big.scores.items()} if big else {}, "ts": event.ts}
+        # Sent at once when what a dashboard shows as a state changes (the count, the emotion); the confidence
+        # and scores of a steady face ride on the state_interval heartbeat.
+        key = (state["faces"], state["emotion"])
         with self._lock:
             self._state = state
             if key != self._state_key:
                 self._state_key = key
                 self._state_dirty = True
+            self._live = True
         self.mood.add(event)
         if self._wanted(event):
             self.queue.put(("events", event.to_json(), self.cfg.qos_events, False))
@@ -225,8 +238,12 @@ class MqttSink(Sink):
             self.client.publish(self.topics["state"], json.dumps(state), qos=self.cfg.qos_state, retain=True)
         if now >= self._summary_due:
             self._summary_due = now + self.cfg.summary_interval
-            summary = {"ts": iso_utc(time.time()), **self.mood.take()}
-            self.client.publish(self.topics["summary"], json.dumps(summary), qos=1, retain=True)
+            self._publish_summary()
+
+    def _publish_summary(self) -> mqtt.MQTTMessageInfo:
+        summary = json.dumps({"ts": iso_utc(time.time()), **self.mood.take()})
+        self._last_summary = summary
+        return self.client.publish(self.topics["summary"], summary, qos=1, retain=True)
 
     def _publisher(self):
         while not self.stopping.is_set():
@@ -324,6 +341,8 @@ class MqttSink(Sink):
             self._in_flight.clear()
         if self.connected.is_set():
             try:
+                if self.mood.frames:  # the partial interval since the last summary is not lost
+                    self._publish_summary()
                 self.client.publish(self.topics["stats"], json.dumps(self.stats()), qos=1, retain=True)
                 info = self.client.publish(self.topics["availability"], "offline", qos=1, retain=True)
                 info.wait_for_publish(timeout=5.0)
