@@ -54,6 +54,9 @@ poll() {
 inroot() { nsenter -t "$LEADER" -a env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
     PIP_CERT=/etc/ssl/certs/host-ca.crt PIP_DEFAULT_TIMEOUT=180 "$@"; }
 prop() { inroot systemctl show -p "$1" --value emotion-edge.service; }
+# The service's journal, in a file: `journalctl | grep -q` under pipefail fails when grep stops reading early.
+journal() { inroot journalctl -u emotion-edge.service -o cat --no-pager > "$RUN.journal"; cat "$RUN.journal"; }
+in_journal() { journal > /dev/null; grep -q -- "$1" "$RUN.journal"; }
 
 cleanup() {
     local rc=$?
@@ -139,7 +142,7 @@ set -e
 [ "$rc" = 1 ] || { tail -30 "$RUN.install1"; fail "installer exit $rc, expected 1 (no camera here)"; }
 grep -q '^FAIL camera' "$RUN.install1" || { tail -30 "$RUN.install1"; fail "no FAIL camera line"; }
 ! grep -q '\[ WARN' "$RUN.install1" || fail "OpenCV's own warnings in the installer's output"
-inroot sed -n '/^\[mqtt\]/,/^\[/p' /etc/emotion-edge/config.toml | grep -q '^enabled = true' \
+inroot sed -n '/^\[mqtt\]/,/^\[/p' /etc/emotion-edge/config.toml | grep '^enabled = true' > /dev/null \
     || fail "--with-broker left [mqtt] enabled = false"
 [ "$(prop UnitFileState)" = enabled ] || fail "unit not enabled"
 ok "installed in $(grep -c . "$RUN.install1") lines of output; check failed on the camera alone; MQTT on"
@@ -157,7 +160,7 @@ started="$(prop ExecMainStartTimestampMonotonic)" active="$(prop ActiveEnterTime
 # Type=notify: active only once READY=1 came, after Python, the model and a first frame (a Type=simple unit
 # would be active the moment it forked).
 [ $(( (active - started) / 1000 )) -ge 300 ] || fail "active $(( (active - started) / 1000 )) ms after exec: READY=1 not awaited?"
-inroot journalctl -u emotion-edge.service -o cat --no-pager > "$RUN.journal"
+journal > /dev/null
 first_log="$(grep -n 'emotion-edge [0-9.]*: ' "$RUN.journal" | head -n1 | cut -d: -f1)"
 started_line="$(grep -n '^Started emotion-edge' "$RUN.journal" | head -n1 | cut -d: -f1)"
 if [ -z "$first_log" ] || [ -z "$started_line" ] || [ "$first_log" -ge "$started_line" ]; then
@@ -177,7 +180,7 @@ ok "events, state and availability (online) on the broker, through a password re
 
 # 2 --------------------------------------------------------------------------------------------------------
 step "2 the journal and the hardening"
-inroot journalctl -u emotion-edge.service -o cat --no-pager > "$RUN.journal"
+journal > /dev/null
 grep -q 'status: ' "$RUN.journal" || fail "no status lines from the service in the journal"
 ! grep -q 'Traceback' "$RUN.journal" || fail "a traceback in the journal"
 exposure="$(inroot systemd-analyze security emotion-edge.service 2>/dev/null | sed -n 's/.*Overall exposure level for emotion-edge.service: \([0-9.]*\).*/\1/p')"
@@ -198,10 +201,10 @@ inroot kill -STOP "$pid"
 poll $((wd + rs + 15)) '[ "$(prop NRestarts)" -gt "$n0" ] && [ "$(prop ActiveState)" = active ] && [ "$(prop MainPID)" != "$pid" ]' \
     "a restart within WatchdogSec ${wd} s + RestartSec ${rs} s"
 took=$((SECONDS - t))
-inroot journalctl -u emotion-edge.service -o cat --no-pager | grep -q 'Watchdog timeout' || fail "no 'Watchdog timeout' in the journal"
-poll 20 'inroot tail -n 2 /root/availability.log | grep -q "online"' "availability online again"
+in_journal 'Watchdog timeout' || fail "no 'Watchdog timeout' in the journal"
+poll 20 'inroot tail -n 2 /root/availability.log | grep "online" > /dev/null' "availability online again"
 inroot cat /root/availability.log > "$RUN.avail"
-grep -A1000 'offline' "$RUN.avail" | grep -q online || fail "no offline then online on MQTT ($(tr '\n' ' ' < "$RUN.avail"))"
+grep -A1000 'offline' "$RUN.avail" | grep online > /dev/null || fail "no offline then online on MQTT ($(tr '\n' ' ' < "$RUN.avail"))"
 ok "killed and restarted after ${took} s (WatchdogSec ${wd} + RestartSec ${rs}); MQTT: offline, then online"
 
 # 4 --------------------------------------------------------------------------------------------------------
@@ -210,16 +213,15 @@ t=$(date +%s%N)
 inroot systemctl stop emotion-edge.service
 ms=$(( ($(date +%s%N) - t) / 1000000 ))
 [ "$ms" -lt 2000 ] || fail "systemctl stop took $ms ms"
-poll 10 'inroot tail -n 1 /root/availability.log | grep -q offline' "a clean offline on stop"
+poll 10 'inroot tail -n 1 /root/availability.log | grep offline > /dev/null' "a clean offline on stop"
 ok "stopped in $ms ms, offline published"
 inroot cp /etc/emotion-edge/config.toml /root/config.good
 inroot sed -i "s|^source = \".*\"|source = \"/nonexistent/clip.avi\"|" /etc/emotion-edge/config.toml
 inroot systemctl start emotion-edge.service >/dev/null 2>&1 || true
 # StartLimitBurst counts every start in StartLimitIntervalSec, the watchdog's restart above included.
-poll 120 '[ "$(prop ActiveState)" = failed ] && inroot journalctl -u emotion-edge.service -o cat --no-pager | grep -q "Start request repeated too quickly"' \
+poll 120 '[ "$(prop ActiveState)" = failed ] && in_journal "Start request repeated too quickly"' \
     "'Start request repeated too quickly' and the unit failed"
-inroot journalctl -u emotion-edge.service -o cat --no-pager | grep -q 'nonexistent/clip.avi' \
-    || fail "the reason (the missing source) is not in the journal"
+in_journal 'nonexistent/clip.avi' || fail "the reason (the missing source) is not in the journal"
 ok "failed after $(prop NRestarts) restarts: 'Start request repeated too quickly', the reason in the journal"
 inroot cp /root/config.good /etc/emotion-edge/config.toml
 inroot systemctl reset-failed emotion-edge.service
@@ -244,7 +246,8 @@ inroot bash /root/emotion-edge/deploy/install.sh --no-picamera2 --with-broker > 
 inroot sh -c 'sha256sum /etc/emotion-edge/config.toml /etc/emotion-edge/mqtt-password' | cmp -s - "$RUN.sums" \
     || fail "the edited config or the credentials changed"
 grep -q 'config.toml was edited: kept' "$RUN.install2" || fail "the installer did not say it kept the config"
-starts="$(inroot journalctl -u emotion-edge.service -o cat --no-pager --since "$since" | grep -c '^Started emotion-edge')"
+inroot journalctl -u emotion-edge.service -o cat --no-pager --since "$since" > "$RUN.journal.upgrade"
+starts="$(grep -c '^Started emotion-edge' "$RUN.journal.upgrade" || true)"
 [ "$starts" = 1 ] || fail "the service was started $starts times by the upgrade, expected once"
 [ "$(prop ActiveState)" = active ] || fail "not active after the upgrade"
 ok "config and credentials kept, check ok with the password, the service restarted once"

@@ -445,3 +445,70 @@ def test_a_qos0_event_paho_gave_up_on_is_dropped_not_fatal(tmp_path):
     sink._settle()
     st = sink.stats()
     assert (st["events_published"], st["events_dropped"], st["events_in_flight"]) == (1, 1, 1)
+
+
+# --- one device per name ------------------------------------------------------------------------------------------
+
+def test_a_run_that_fails_to_start_leaves_the_healthy_device_online(broker, tmp_path):
+    """A second `run` with the same device name whose HTTP port was busy published a retained offline: the
+    healthy service's entities stayed unavailable until it reconnected."""
+    import socket
+
+    healthy = spawn("run", "--config", str(mqtt_config(tmp_path, broker.port, "dup")), "--source", "demo:100000",
+                    "--events", "none")
+    sub = Subscriber(broker.port, topics=("emotion-edge/dup/availability",))
+    try:
+        assert sub.wait_for(lambda: sub.on("/availability") and sub.on("/availability")[-1][1] == b"online", 30)
+        busy = socket.create_server(("127.0.0.1", 0))
+        extra = tmp_path / "b"
+        extra.mkdir()
+        cfg = mqtt_config(extra, broker.port, "dup")
+        cfg.write_text(cfg.read_text() + f'[display]\nhttp = "127.0.0.1:{busy.getsockname()[1]}"\n')
+        r = emotion_edge("run", "--config", str(cfg), "--source", "demo:100000", "--events", "none", timeout=60)
+        busy.close()
+        assert r.returncode != 0
+        time.sleep(1.0)  # an offline from the failed run would have come by now (it exited before this)
+        assert [p for _, p, _ in sub.on("/availability")][-1] == b"online"
+        assert b"offline" not in [p for _, p, _ in sub.on("/availability")]
+    finally:
+        sub.close()
+        stop(healthy)
+
+
+def test_two_live_runs_with_one_name_one_publishes_and_the_other_says_why(broker, tmp_path):
+    def run(name):
+        d = tmp_path / name
+        d.mkdir()
+        return spawn("run", "--config", str(mqtt_config(d, broker.port, "twin")), "--source", "demo:100000",
+                     "--events", "none")
+
+    sub = Subscriber(broker.port, topics=("emotion-edge/twin/#",))
+    first = run("first")
+    second = None
+    try:
+        assert sub.wait_for(lambda: sub.on("/twin/state"), 30)
+        second = run("second")
+        time.sleep(0.5)
+        # the second one goes live, finds the first's record and stays silent: no offline, one instance record
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and second.poll() is None:
+            time.sleep(0.2)
+            if len(sub.on("/twin/stats")) > 3:
+                break
+        instances = {json.loads(p)["pid"] for _, p, _ in sub.on("/twin/instance") if p}
+        assert instances == {first.pid}
+        assert b"offline" not in [p for _, p, _ in sub.on("/twin/availability")]
+        # the first stops: the second takes the name over
+        _, err1 = stop(first)
+        assert sub.wait_for(lambda: any(p and json.loads(p)["pid"] == second.pid for _, p, _ in sub.on("/twin/instance")),
+                            15), "the second did not take over"
+        assert sub.wait_for(lambda: sub.on("/twin/availability")[-1][1] == b"online", 10)
+        _, err2 = stop(second)
+        assert err2.count("another emotion-edge is live as device 'twin'") == 1, err2
+        assert "this one publishes now" in err2
+        assert "another emotion-edge is live" not in err1
+    finally:
+        sub.close()
+        for p in (first, second):
+            if p is not None:
+                p.kill()

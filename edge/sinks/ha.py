@@ -20,7 +20,7 @@ def node(device: str) -> str:
 
 def topics(cfg: MqttConfig, device: str) -> dict[str, str]:
     base = f"{cfg.prefix}/{device}"
-    return {k: f"{base}/{k}" for k in ("events", "state", "availability", "stats", "summary", "snapshot")}
+    return {k: f"{base}/{k}" for k in ("events", "state", "availability", "stats", "summary", "snapshot", "instance")}
 
 
 def messages(cfg: MqttConfig, device: str, device_name: str, labels, http_url: str | None = None) -> list[tuple[str, dict]]:
@@ -78,4 +78,4 @@ def retained_topics(cfg: MqttConfig, device: str, labels=()) -> list[str]:
     state, stats, summary and availability. ``emotion-edge mqtt forget`` clears them."""
     t = topics(cfg, device)
     disc = [topic for topic, _ in messages(cfg, device, device, labels or ("happy",))]
-    return disc + [t["state"], t["stats"], t["summary"], t["availability"], t["snapshot"]]
+    return disc + [t["state"], t["stats"], t["summary"], t["availability"], t["snapshot"], t["instance"]]

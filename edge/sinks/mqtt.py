@@ -12,6 +12,8 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import os
+import socket
 import threading
 import time
 
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 UNREACHABLE_LOG_INTERVAL = 300.0
 # A connection the broker closes sooner than this after accepting it counts as taken over.
 SHORT_CONNECTION_S = 10.0
+# How long after the broker acknowledged the subscription to the device's own records (which it sends right
+# behind the acknowledgement) this run waits before going online.
+RETAINED_WAIT_S = 0.1
 # Seconds from start to the first mood summary.
 FIRST_SUMMARY_S = 10.0
 
@@ -52,6 +57,7 @@ class MqttSink(Sink):
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.queue = DropOldestQueue(cfg.queue_size)
         self.mood = MoodSummary(self.labels)
         self.connected = threading.Event()
@@ -85,6 +91,16 @@ class MqttSink(Sink):
         self._takeover_warned = False
         self._threads: list[threading.Thread] = []
         self.started = time.monotonic()
+        self._announced = False
+        self._subscribed_at: float | None = None
+        self._records_mid = None
+        self._availability: str | None = None
+        self._other: dict | None = None
+        self._duplicate_warned = False
+        self._yielding = False  # silent: another live instance holds the device name
+        self.instance = {"id": f"{self.client_id}-{os.getpid()}-{time.time_ns():x}", "host": socket.gethostname(),
+                         "pid": os.getpid(), "started": iso_utc(time.time())}
+        self.instance_id = self.instance["id"]
 
     # -- paho callbacks (paho's network thread) ---------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties=None):
@@ -108,14 +124,24 @@ class MqttSink(Sink):
             n = self.connects
         log.info("MQTT connected to %s:%d as %s%s", self.cfg.host, self.cfg.port, self.client_id,
                  "" if n == 1 else f" (reconnect {n - 1})")
-        client.publish(self.topics["availability"], "online", qos=1, retain=True)
+        # "online" only once this run is live and no other live run holds the name (_announce, on the publisher
+        # thread): a run that fails to start must not touch the device a healthy one serves.
+        with self._lock:
+            self._announced = False
+            self._subscribed_at = None
+            _, self._records_mid = client.subscribe([(self.topics["availability"], 1), (self.topics["instance"], 1)])
         if self.cfg.discovery:
             client.subscribe(f"{self.cfg.discovery_prefix}/status", qos=1)
-        self._publish_discovery()
         with self._lock:
             self._state_dirty = self._state is not None
             self._stats_now = True  # a retained value at once, not after a whole stats interval
         self.connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties=None):
+        # The broker sends the retained records right behind this acknowledgement.
+        with self._lock:
+            if mid == self._records_mid:
+                self._subscribed_at = time.monotonic()
 
     def _on_connect_fail(self, client, userdata):
         now = time.monotonic()
@@ -140,14 +166,83 @@ class MqttSink(Sink):
             log.warning("MQTT disconnected from %s:%d (%s); reconnecting", self.cfg.host, self.cfg.port, reason_code)
 
     def _on_message(self, client, userdata, msg):
+        if msg.topic == self.topics["instance"]:
+            self._on_instance(msg.payload)
+            return
+        if msg.topic == self.topics["availability"]:
+            self._on_availability(msg.payload.decode(errors="replace"), msg.retain)
+            return
         if msg.topic == f"{self.cfg.discovery_prefix}/status" and msg.payload.strip() == b"online":
             # Home Assistant restarted: it forgot non-retained state; announce everything again.
+            if not self._announced:
+                return
             log.info("Home Assistant is online: re-sending discovery")
             client.publish(self.topics["availability"], "online", qos=1, retain=True)
             self._publish_discovery()
             with self._lock:
                 self._state_dirty = self._state is not None
                 self._stats_now = True
+
+    # -- one device per name ------------------------------------------------------------------
+    # Every run that goes live publishes, retained, who it is ({prefix}/{device}/instance) next to "online".
+    # A run that finds another one's record while the device is online stays silent (one clear line), and
+    # takes over when that one says offline; a live run that reads "offline" it did not send (a stopped
+    # duplicate, a stale last will) says "online" again.
+    def _on_instance(self, payload: bytes) -> None:
+        try:
+            other = json.loads(payload) if payload else None
+        except ValueError:
+            other = None
+        with self._lock:
+            self._other = other if other and other.get("id") != self.instance_id else None
+            foreign = self._other is not None and self._announced
+        if foreign:
+            self._warn_duplicate(self._other)
+
+    def _on_availability(self, value: str, retained: bool) -> None:
+        with self._lock:
+            self._availability = value
+            heal = value == "offline" and self._announced and not self.stopping.is_set()
+            if value == "offline":
+                self._other = None  # whoever held the name is gone
+        if heal:
+            log.warning("MQTT: something said this device (%s) is offline while it runs (another instance stopping, "
+                        "or an old last will): online again", self.device)
+            self.client.publish(self.topics["availability"], "online", qos=1, retain=True)
+
+    def _warn_duplicate(self, other: dict) -> None:
+        if self._duplicate_warned:
+            return
+        self._duplicate_warned = True
+        log.error("MQTT: another emotion-edge is live as device %r (%s, pid %s, started %s): this one stays silent "
+                  "on MQTT until it stops; give each its own [service] device", self.device, other.get("host", "?"),
+                  other.get("pid", "?"), other.get("started", "?"))
+
+    def _announce(self) -> bool:
+        """On the publisher thread, once live and the retained records had time to arrive: True when this
+        run may publish for the device."""
+        with self._lock:
+            if self._announced:
+                return True
+            if not self._live or self._subscribed_at is None or time.monotonic() - self._subscribed_at < RETAINED_WAIT_S:
+                return False
+            other = self._other if self._availability == "online" else None
+        with self._lock:
+            self._yielding = other is not None
+        if other is not None:
+            self._warn_duplicate(other)
+            return False
+        self.client.publish(self.topics["instance"], json.dumps(self.instance), qos=1, retain=True)
+        self.client.publish(self.topics["availability"], "online", qos=1, retain=True)
+        self._publish_discovery()
+        with self._lock:
+            self._announced = True
+            self._state_dirty = self._state is not None
+            self._stats_now = True
+        if self._duplicate_warned:
+            log.info("MQTT: the other instance of %r stopped; this one publishes now", self.device)
+            self._duplicate_warned = False
+        return True
 
     # -- Home Assistant discovery --------------------------------------------------------------
     def discovery_messages(self) -> list[tuple[str, dict]]:
@@ -250,6 +345,9 @@ class MqttSink(Sink):
             if not self.connected.wait(0.5):
                 continue
             try:
+                if not self._announce():
+                    self._discard_while_silent()
+                    continue
                 self._publish_due()
                 self._settle()
                 item = self.queue.get(timeout=0.2)
@@ -257,6 +355,19 @@ class MqttSink(Sink):
                     self._publish_item(*item)
             except Exception as e:  # whatever paho raises mid-reconnect: count it, never die
                 self._loop_error("publisher", e)
+
+    def _discard_while_silent(self) -> None:
+        """Not live yet: the queue waits. Live but silent beside another instance: what comes is dropped and
+        counted."""
+        with self._lock:
+            yielding = self._yielding
+        if not yielding:
+            time.sleep(0.05)
+            return
+        item = self.queue.get(timeout=0.2)
+        if item is not None and item[0] == "events":
+            with self._lock:
+                self.publish_failed += 1
 
     def _publish_item(self, kind, payload, qos, retain) -> None:
         if kind == "snapshot":
@@ -311,7 +422,7 @@ class MqttSink(Sink):
                 now_wanted, self._stats_now = self._stats_now, False
             if now_wanted or time.monotonic() >= next_at:
                 next_at = time.monotonic() + self.cfg.stats_interval
-                if self.connected.is_set():
+                if self.connected.is_set() and self._announced:
                     # Retained, so a dashboard or Home Assistant that (re)connects has a value at once.
                     try:
                         self.client.publish(self.topics["stats"], json.dumps(self.stats()), qos=0, retain=True)
@@ -339,7 +450,7 @@ class MqttSink(Sink):
             # What never reached the broker: still queued here, or handed to paho and never acknowledged.
             self.dropped_at_exit = len(self.queue) + len(self._in_flight)
             self._in_flight.clear()
-        if self.connected.is_set():
+        if self.connected.is_set() and self._announced:
             try:
                 if self.mood.frames:  # the partial interval since the last summary is not lost
                     self._publish_summary()
