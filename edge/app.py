@@ -63,8 +63,22 @@ def http_url(cfg: Config) -> str | None:
 
     host, port = parse_hostport(cfg.display.http, "display.http")
     if host in ("", "0.0.0.0", "::"):
-        host = socket.gethostname()
+        host = local_address() or f"{socket.gethostname()}.local"
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
+
+def local_address() -> str | None:
+    """This machine's address on its default route (a phone on the same network reaches it; the bare host
+    name it often cannot resolve). A UDP socket's connect sends nothing."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: never routed anywhere, only chooses the interface
+            addr = s.getsockname()[0]
+    except OSError:
+        return None
+    return None if addr.startswith("127.") or addr == "0.0.0.0" else addr
 
 
 @dataclass

@@ -17,6 +17,8 @@ from .preprocess import cut_from_main
 from .sources import FrameSource, SourceError
 
 log = logging.getLogger(__name__)
+# Seconds of frame intervals before a frame rate is reported (0 until then).
+MIN_FPS_SPAN_S = 1.0
 
 STAGES = ("capture", "detect", "classify", "track", "sinks")
 
@@ -230,7 +232,10 @@ class Pipeline:
         if self._last_t is not None:
             self._intervals.append(now - self._last_t)
         self._last_t = now
-        fps = len(self._intervals) / sum(self._intervals) if self._intervals and sum(self._intervals) > 0 else 0.0
+        # A rate from at least a second of frames: the first few after a start come in a burst (buffers the
+        # camera or the replay filled meanwhile), and a 35-100 fps spike went into every restart's history.
+        span = sum(self._intervals)
+        fps = len(self._intervals) / span if span >= MIN_FPS_SPAN_S else 0.0
         event = Event(device=self.device, seq=frame.seq, wall_time=frame.wall_time, frame_w=frame.main_size[0],
                       frame_h=frame.main_size[1], faces=tuple(faces),
                       latency_ms=max(0.0, (now - frame.t_capture) * 1000), fps=fps, source=frame.name)

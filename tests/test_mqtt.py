@@ -512,3 +512,52 @@ def test_two_live_runs_with_one_name_one_publishes_and_the_other_says_why(broker
         for p in (first, second):
             if p is not None:
                 p.kill()
+
+
+def test_the_first_frame_rate_is_a_measured_one(tmp_path):
+    """The first fps after each start was 35-100 on a 30-fps source (a burst of buffered frames): a spike in
+    every restart's history. No rate until a second of frames was seen."""
+    from edge import app, config
+
+    cfg = config.Config().replace("camera", replay="live")
+    pipe = app.build(cfg, "demo:90", app.Outputs())
+    rates = []
+    pipe.on_frame.append(lambda ev: rates.append(ev.fps))
+    with pipe.source:
+        pipe.run()
+    measured = [r for r in rates if r]
+    assert rates[0] == 0 and measured and max(measured) < 36, rates
+
+
+def test_broker_restarts_are_not_taken_for_a_client_id_takeover(tmp_path, caplog):
+    """Two broker restarts 12 s apart logged "another client is probably connected with the same client id"."""
+    import logging
+
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from edge import config
+    from edge.sinks.mqtt import MqttSink
+
+    sink = MqttSink(config.load(mqtt_config(tmp_path, 1, "restarts")).mqtt, "restarts")
+    ok, lost = ReasonCode(2, identifier=0), ReasonCode(2, identifier=0x80)
+    caplog.set_level(logging.WARNING, logger="edge")
+    for _ in range(4):  # connected, the broker goes away, reconnecting fails while it is down
+        sink._on_connect(sink.client, None, None, ok)
+        sink._on_disconnect(sink.client, None, None, lost)
+        sink._on_connect_fail(sink.client, None)
+    assert "same client id" not in caplog.text
+    for _ in range(3):  # a takeover: every reconnect succeeds at once and is closed again
+        sink._on_connect(sink.client, None, None, ok)
+        sink._on_disconnect(sink.client, None, None, lost)
+    assert caplog.text.count("same client id") == 1
+
+
+def test_configuration_url_is_reachable_from_a_phone():
+    """A phone often cannot resolve a bare host name such as raspberrypi: an address, else name.local."""
+    import socket
+
+    from edge import app, config
+
+    url = app.http_url(config.Config().replace("display", http="0.0.0.0:8080"))
+    host = url.split("//")[1].rsplit(":", 1)[0]
+    assert host != socket.gethostname() and (host.endswith(".local") or host.replace(".", "").isdigit()), url

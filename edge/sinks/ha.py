@@ -9,8 +9,6 @@ from __future__ import annotations
 from .. import __version__
 from ..config import MqttConfig
 
-SUPPORT_URL = "https://github.com/emotion-edge/emotion-edge"
-
 
 def node(device: str) -> str:
     """The node id in discovery topics and the stem of unique ids: the device id as it is ("-" kept: turning
@@ -35,7 +33,7 @@ def messages(cfg: MqttConfig, device: str, device_name: str, labels, http_url: s
         dev["configuration_url"] = http_url
     common = {"availability_topic": t["availability"], "payload_available": "online",
               "payload_not_available": "offline", "device": dev,
-              "origin": {"name": "emotion-edge", "sw_version": __version__, "support_url": SUPPORT_URL}}
+              "origin": {"name": "emotion-edge", "sw_version": __version__}}
     options = [*labels, "none"]
     stale_stats = int(3 * cfg.stats_interval)
     stale_summary = int(3 * cfg.summary_interval)

@@ -144,6 +144,8 @@ class MqttSink(Sink):
                 self._subscribed_at = time.monotonic()
 
     def _on_connect_fail(self, client, userdata):
+        # A broker that was down, not a client that took our id over (that reconnects at the first try).
+        self._short = 0
         now = time.monotonic()
         if now - self._unreachable_logged >= UNREACHABLE_LOG_INTERVAL:
             self._unreachable_logged = now
@@ -157,7 +159,7 @@ class MqttSink(Sink):
             return
         lasted = time.monotonic() - self._connected_at
         self._short = self._short + 1 if lasted < SHORT_CONNECTION_S else 0
-        if self._short >= 2 and not self._takeover_warned:
+        if self._short >= 3 and not self._takeover_warned:
             self._takeover_warned = True
             log.error("MQTT: the broker closed the connection right after accepting it %d times: another client "
                       "is probably connected with the same client id %r (two devices with the same [service] "
@@ -404,7 +406,8 @@ class MqttSink(Sink):
         with self._lock:
             published, failed, connects, errors = self.published, self.publish_failed, self.connects, self.loop_errors
             in_flight, at_exit = len(self._in_flight), self.dropped_at_exit
-        d = {"ts": iso_utc(time.time()), "fps": snap.get("fps", 0.0), "frames": snap.get("frames", 0),
+        fps = snap.get("fps", 0.0)
+        d = {"ts": iso_utc(time.time()), "fps": fps if fps else None, "frames": snap.get("frames", 0),
              "bad_frames": snap.get("bad_frames", 0), "stage_ms": snap.get("stage_ms", {}),
              "events_published": published, "events_in_flight": in_flight,
              "events_dropped": self.queue.dropped + failed + at_exit,
