@@ -561,3 +561,35 @@ def test_configuration_url_is_reachable_from_a_phone():
     url = app.http_url(config.Config().replace("display", http="0.0.0.0:8080"))
     host = url.split("//")[1].rsplit(":", 1)[0]
     assert host != socket.gethostname() and (host.endswith(".local") or host.replace(".", "").isdigit()), url
+
+
+def test_a_steady_face_costs_a_state_message_per_interval(broker, tmp_path):
+    """Grace Hopper (neutral, confidence 0.61-0.77) made 3.7 state messages a second, 7.7 Home Assistant
+    writes: each crossing of a 5-point confidence step was sent at once, all seven scores to 3 decimals.
+    Now the state goes out at once only when the count or the emotion changes; a wobbling confidence rides
+    on the state_interval heartbeat (here 2 s)."""
+    import random
+
+    from conftest import event, face
+
+    from edge import config
+    from edge.sinks.mqtt import MqttSink
+
+    sub = Subscriber(broker.port, topics=("emotion-edge/steady/state",))
+    sink = MqttSink(config.load(mqtt_config(tmp_path, broker.port, "steady", "state_interval = 2.0")).mqtt, "steady")
+    sink.start()
+    rng = random.Random(3)
+    t0 = time.monotonic()
+    seconds = 8.0
+    while time.monotonic() - t0 < seconds:
+        sink.handle(event([face((200, 120, 140, 140), "neutral", rng.uniform(0.61, 0.77))]), None)
+        time.sleep(1 / 30)
+    sink.handle(event([]), None)  # the face goes: at once
+    assert sub.wait_for(lambda: sub.on("/state") and json.loads(sub.on("/state")[-1][1])["faces"] == 0, 5)
+    sink.close()
+    states = [json.loads(p) for _, p, _ in sub.settle()]
+    sub.close()
+    steady = states[:-1]
+    assert 1 <= len(steady) <= seconds / 2 + 2, len(steady)  # the first, then one per heartbeat
+    assert all(len(str(v)) <= 4 for s in steady for v in s["scores"].values())  # 2 decimals
+    assert states[-1]["confidence"] is None and states[-1]["emotion"] is None  # unknown, not 0
