@@ -118,6 +118,28 @@ def teacher_targets(y: np.ndarray, x: np.ndarray, teachers: list[str], alpha: fl
     return ((1 - alpha) * np.eye(len(LABELS))[y] + alpha * soft).astype(np.float32)
 
 
+def teacher_scores(path: Path, training) -> tuple[np.ndarray, str]:
+    """A GPU teacher's flip-averaged Training scores (model/research/teacher.py writes them), checked to be
+    scores of these very faces, in this order: same count, same digest of the pixels."""
+    if not path.is_file():
+        raise SystemExit(f"--teacher-scores: no such file: {path}")
+    try:
+        with np.load(path) as z:
+            meta = json.loads(bytes(z["meta"]).decode())
+            p = z["Training/clean"].astype(np.float32)
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"--teacher-scores {path}: not a scores file of model/research/teacher.py ({e})") from None
+    digest = hashlib.sha256(np.ascontiguousarray(training.x, dtype=np.uint8).tobytes()).hexdigest()[:16]
+    want = meta.get("splits", {}).get("Training", {})
+    if p.shape != (len(training), len(LABELS)) or want.get("pixels") != digest:
+        raise SystemExit(f"--teacher-scores {path}: scores of {want.get('rows', '?')} other Training faces "
+                         f"(pixels {want.get('pixels')}), not of these {len(training)} ({digest}): "
+                         "export the same data with the same --limit")
+    if not np.isfinite(p).all() or (p < 0).any():
+        raise SystemExit(f"--teacher-scores {path}: scores that are not probabilities")
+    return p, digest
+
+
 def _write_atomic(path: Path, write) -> None:
     """write(tmp) beside path, then rename: a run killed mid-write (a session ending, a reboot)
     leaves the previous file readable for --resume. The suffix is kept (Keras and numpy check it)."""
@@ -394,7 +416,13 @@ def train(args) -> Path:
 
     if args.consistent and not args.teacher:
         raise SystemExit("--consistent needs at least one --teacher")
+    if args.teacher_scores and (args.teacher or args.consistent):
+        raise SystemExit("--teacher-scores replaces --teacher: give one or the other")
     teachers = None
+    scored = None
+    if args.teacher_scores:
+        scored = teacher_scores(Path(args.teacher_scores), tr)
+        teachers = {"scores": str(Path(args.teacher_scores).resolve()), "pixels": scored[1], "alpha": args.alpha}
     if args.teacher:
         teachers = {"models": [str(Path(t).resolve()) for t in args.teacher], "alpha": args.alpha,
                     **({"consistent": True} if args.consistent else {})}
@@ -430,6 +458,12 @@ def train(args) -> Path:
         teacher_nets = [keras_from_tflite(p, calib) for p in args.teacher]
         print(f"teachers: {len(args.teacher)} models ({', '.join(m.name for m in teacher_nets)}), alpha "
               f"{args.alpha}, scored on every augmented batch ({time.monotonic() - t:.1f}s)", flush=True)
+    elif scored is not None:
+        soft = scored[0] / scored[0].sum(axis=1, keepdims=True)
+        targets = ((1 - args.alpha) * np.eye(len(LABELS))[tr.y] + args.alpha * soft).astype(np.float32)
+        agree = float((targets.argmax(1) == tr.y).mean())
+        print(f"teacher scores: {args.teacher_scores}, alpha {args.alpha}; soft targets agree with the labels on "
+              f"{agree:.1%} of Training", flush=True)
     elif teachers:
         t = time.monotonic()
         targets = cached_teacher_targets(out, tr.y, tr.x, args.teacher, args.alpha)
@@ -505,6 +539,9 @@ def main(argv=None) -> int:
     p.add_argument("--teacher", action="append", default=[], metavar="TFLITE",
                    help="distil from this model's scores (repeat for an ensemble); computed once on Training "
                         "unless --consistent")
+    p.add_argument("--teacher-scores", metavar="NPZ",
+                   help="soft labels from model/research/teacher.py (a GPU-trained teacher): mixed into the targets "
+                        "with --alpha, as --teacher does with TFLite teachers")
     p.add_argument("--alpha", type=float, default=0.7,
                    help="weight of the teachers' scores in the targets (default 0.7; the rest is the label)")
     p.add_argument("--consistent", action="store_true",

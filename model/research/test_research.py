@@ -166,3 +166,40 @@ def test_frontier_scores_models_and_their_averages(tmp_path, fer_data):
     r = subprocess.run([sys.executable, "-m", "emotion_model.research.frontier", "--model", "x=/nope.tflite",
                         "--json", str(tmp_path / "g.json")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "x=/nope.tflite" in r.stderr
+
+
+def test_teacher_pipeline_on_a_tiny_slice(fer_csv, tmp_path):
+    """The GPU teacher's whole path on 96 faces a split, on the CPU: the export round-trips the exact pixels,
+    training writes flip-averaged scores for every split and camera condition, and the CPU student reads
+    them (emotion-edge-train --teacher-scores), refusing scores of other faces."""
+    pytest.importorskip("torch")
+    from emotion_model import data as fer
+    from emotion_model.research import teacher
+
+    exp = tmp_path / "fer.xz"
+    assert teacher.main(["export", "--data", str(fer_csv), "--out", str(exp), "--limit", "96"]) == 0
+    got, _ = teacher.load_export(exp)
+    want = fer.load(fer_csv, limit=96)
+    for s in teacher.SPLITS:
+        assert np.array_equal(got[s][0], want[s].x) and np.array_equal(got[s][1], want[s].y)
+        assert np.array_equal(got[s][2], want[s].votes)
+    out = tmp_path / "teacher"
+    assert teacher.main(["train", "--data", str(exp), "--out", str(out), "--arch", "tiny", "--size", "48",
+                         "--epochs", "2", "--batch", "32", "--device", "cpu"]) == 0
+    report = json.loads((out / "teacher.json").read_text())
+    assert report["epochs_run"] == 2 and set(report["splits"]) == set(teacher.SPLITS)
+    with np.load(out / "scores.npz") as z:
+        assert z["Training/clean"].shape == (96, 7)
+        assert np.allclose(z["PrivateTest/clean"].astype(np.float32).sum(1), 1, atol=1e-2)
+        assert {"PrivateTest/blur σ1", "PrivateTest/low light", "PublicTest/seen at 32px"} <= set(z.files)
+
+    run = tmp_path / "student"
+    r = subprocess.run([sys.executable, "-m", "emotion_model.train", "--data", str(fer_csv), "--out", str(run),
+                        "--limit", "96", "--batch", "32", "--epochs", "1", "--teacher-scores", str(out / "scores.npz")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "teacher scores:" in r.stdout and json.loads((run / "state.json").read_text())["teachers"]["scores"]
+    r = subprocess.run([sys.executable, "-m", "emotion_model.train", "--data", str(fer_csv), "--out", str(tmp_path / "x"),
+                        "--limit", "64", "--epochs", "1", "--teacher-scores", str(out / "scores.npz")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "not of these 64" in r.stderr
