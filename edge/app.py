@@ -12,6 +12,7 @@ from .cadence import file_scan_every
 from .classify import Classifier
 from .config import Config
 from .detect import HaarDetector
+from .masks import Masks
 from .pipeline import Cadence, Pipeline
 from .sinks import Sink
 from .sources import FrameSource, open_source
@@ -89,7 +90,8 @@ class Outputs:
     extra: list = field(default_factory=list)  # already-built sinks (tests)
 
 
-def make_sinks(cfg: Config, out: Outputs, source: FrameSource, stats_fn=None, labels=LABELS) -> list[Sink]:
+def make_sinks(cfg: Config, out: Outputs, source: FrameSource, stats_fn=None, labels=LABELS,
+               masks: Masks | None = None) -> list[Sink]:
     sinks: list[Sink] = []
     if out.events:
         from .sinks.jsonl import JsonLinesSink
@@ -114,11 +116,11 @@ def make_sinks(cfg: Config, out: Outputs, source: FrameSource, stats_fn=None, la
     if cfg.display.http:
         from .sinks.http_view import HttpViewSink
 
-        sinks.append(HttpViewSink(cfg.display))
+        sinks.append(HttpViewSink(cfg.display, masks=masks))
     if source.has_preview and cfg.display.preview != "none":
         from .display import PreviewSink
 
-        sinks.append(PreviewSink(source, cfg.display))
+        sinks.append(PreviewSink(source, cfg.display, masks=masks))
     sinks.extend(out.extra)
     return sinks
 
@@ -152,7 +154,13 @@ def build(cfg: Config, spec: str | None, out: Outputs, stop: threading.Event | N
     # Photos and files have no frame budget, a live camera does: only it skips the tilted searches and the
     # mirrored second look by default.
     tilted = cfg.detector.tilt > 0 and (cfg.detector.tilt_live or not source.live)
+    still = None
+    if source.live and cfg.tracker.still_after > 0:  # files are not rooms: a photo's face is always still
+        from .still import StillFaces
+
+        still = StillFaces(cfg.tracker.still_after)
     pipe = Pipeline(source, detector, classifier, make_tracker(cfg), (), device=cfg.device,
+                    masks=Masks(cfg.detector.masks) if cfg.detector.masks else None, still=still,
                     cadence=cadence(cfg, source), stop=stop, tilted=tilted, flip=flips(cfg, source.live))
-    pipe.sinks = make_sinks(cfg, out, source, stats_fn=pipe.stats.snapshot, labels=classifier.labels)
+    pipe.sinks = make_sinks(cfg, out, source, stats_fn=pipe.stats.snapshot, labels=classifier.labels, masks=pipe.masks)
     return pipe

@@ -30,10 +30,13 @@ def _under_systemd() -> bool:
 
 
 def _status_line(snap: dict, faces, total: int | None = None) -> str:
-    parts = [f"{snap['fps']:.1f} fps", f"{len(faces)} face{'s' if len(faces) != 1 else ''}"]
-    if faces:
-        f = faces[0]
+    people = [f for f in faces if not getattr(f, "still", False)]
+    parts = [f"{snap['fps']:.1f} fps", f"{len(people)} face{'s' if len(people) != 1 else ''}"]
+    if people:
+        f = people[0]
         parts[-1] += f" ({f.emotion} {f.confidence:.0%})"
+    if len(people) < len(faces):
+        parts[-1] += f" + {len(faces) - len(people)} still"
     if total:
         # A long clip or a big folder: how far, and how long the rest will take at the current rate.
         done = snap["frames"]

@@ -63,6 +63,8 @@ class DetectorConfig:
     scale_factor: float = num(1.2, 1.01, 2.0)
     min_neighbors: int = num(5, 0, 50)
     min_size: int = num(40, 8, 4096)  # pixels on the detection plane
+    # Polygons (fractions of the frame, 0..1) where no face is reported: a TV, a poster (edge/masks.py).
+    masks: tuple = ()
     # Boxes narrower than this fraction of the plane must also be found by a second cascade (frontalface_alt):
     # the large planes of photos multiply small false faces in texture; 0 turns the check off (do so with a
     # non-frontal `cascade`: the second one is frontal).
@@ -112,6 +114,10 @@ class TrackerConfig:
     # Frames a face may go undetected before its id is dropped: a second at 30 fps, so someone who looks away
     # and back, in about the same place, stays one face.
     max_missed: int = num(30, 1, 1000)
+    # A face of a live source that has not moved nor changed beyond sensor noise for this many seconds is a
+    # still face (a poster, a photo on the wall): kept in the events, left out of state, presence and the
+    # summary. 0 turns it off.
+    still_after: float = num(180.0, 0.0, 86400.0)
 
 
 @dataclass(frozen=True)
@@ -247,6 +253,13 @@ def check_topic_prefix(where: str, prefix: str) -> None:
 
 
 def _check_type(where: str, value, typ):
+    if typ is tuple:  # the one structured setting: [detector] masks
+        from .masks import MaskError, parse
+
+        try:
+            return parse(where, value)
+        except MaskError as e:
+            raise ConfigError(str(e)) from None
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if typ is int and isinstance(value, bool) or not isinstance(value, typ):

@@ -137,8 +137,9 @@ def overlay_key(event, scores: bool) -> tuple:
 class PreviewSink(Sink):
     name = "preview"
 
-    def __init__(self, source, cfg: DisplayConfig, sysfs: str | None = None, max_hz: float = OVERLAY_MAX_HZ):
-        self.source, self.cfg = source, cfg
+    def __init__(self, source, cfg: DisplayConfig, sysfs: str | None = None, max_hz: float = OVERLAY_MAX_HZ,
+                 masks=None):
+        self.source, self.cfg, self.masks = source, cfg, masks
         self.kind, self.why = choose_preview(cfg.preview)
         self.sysfs, self.min_interval = sysfs or DRM_SYSFS, 1.0 / max_hz
         self.active = False
@@ -204,7 +205,7 @@ class PreviewSink(Sink):
         if key == self._shown or now - self._last < self.min_interval:
             return
         t = time.perf_counter()
-        self.source.set_overlay(overlay_rgba(tuple(self.source.size), event, self.cfg.scores))
+        self.source.set_overlay(overlay_rgba(tuple(self.source.size), event, self.cfg.scores, self.masks))
         self.overlay_ms.append((time.perf_counter() - t) * 1000)
         self._shown, self._last = key, now
         self.overlays += 1

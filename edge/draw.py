@@ -52,7 +52,21 @@ def label_rect(face: Face, frame_size) -> tuple[int, int, int, int]:
 
 
 def label_text(face: Face) -> str:
+    if getattr(face, "still", False):
+        return f"still: {face.emotion}"  # a poster or a photo: not counted as someone here
     return f"{face.emotion} {face.confidence:.0%}"
+
+
+# Still faces and masks are drawn in grey: there, but not people.
+STILL_COLOUR = {"bgr": (150, 150, 150), "rgba": (150, 150, 150, 200)}
+MASK_COLOUR = {"bgr": (110, 110, 110), "rgba": (200, 200, 200, 90)}
+
+
+def draw_masks(canvas: np.ndarray, polygons, order: str = "bgr") -> np.ndarray:
+    """The masks (pixel polygons), faintly: a thin outline, so a user sees where no face is reported."""
+    for poly in polygons:
+        cv2.polylines(canvas, [poly.reshape(-1, 1, 2)], True, MASK_COLOUR[order], 1, cv2.LINE_AA)
+    return canvas
 
 
 def label_origin(box, text_size, frame_size) -> tuple[int, int]:
@@ -80,7 +94,7 @@ def draw_faces(canvas: np.ndarray, faces, fps: float | None = None, order: str =
     panels: list[tuple[int, int, int, int]] = []
     for i, f in enumerate(faces):
         x, y, w, h = (int(v) for v in f.box)
-        c = colour(f.emotion, order)
+        c = STILL_COLOUR[order] if getattr(f, "still", False) else colour(f.emotion, order)
         if f.roll:
             # The square the detector found the leaning face in (RotatedRect angles turn clockwise on screen).
             corners = cv2.boxPoints(((x + w / 2, y + h / 2), (w, h), -f.roll))
@@ -180,13 +194,18 @@ def _bars(canvas, face: Face, box, order):
         cv2.rectangle(canvas, (x0, yy), (x0 + max(1, int(width * p)), yy + bar_h - 1), colour(label, order), -1)
 
 
-def overlay_rgba(size: tuple[int, int], event: Event, scores: bool = True) -> np.ndarray:
-    """A transparent (H, W, 4) uint8 overlay for picamera2's ``set_overlay``."""
+def overlay_rgba(size: tuple[int, int], event: Event, scores: bool = True, masks=None) -> np.ndarray:
+    """A transparent (H, W, 4) uint8 overlay for picamera2's ``set_overlay``; ``masks`` an edge.masks.Masks."""
     W, H = size
     ov = np.zeros((H, W, 4), np.uint8)
+    if masks:
+        draw_masks(ov, masks.pixels((W, H)), "rgba")
     return draw_faces(ov, event.faces, event.fps, order="rgba", scores=scores)
 
 
-def annotate_bgr(frame_bgr: np.ndarray, event: Event, scores: bool = True) -> np.ndarray:
+def annotate_bgr(frame_bgr: np.ndarray, event: Event, scores: bool = True, masks=None) -> np.ndarray:
     """A copy of the camera frame with the same drawing as the overlay."""
-    return draw_faces(frame_bgr.copy(), event.faces, event.fps, order="bgr", scores=scores)
+    canvas = frame_bgr.copy()
+    if masks:
+        draw_masks(canvas, masks.pixels((canvas.shape[1], canvas.shape[0])), "bgr")
+    return draw_faces(canvas, event.faces, event.fps, order="bgr", scores=scores)

@@ -18,6 +18,7 @@ class Face:
     scores: dict[str, float]
     roll: float = 0.0  # degrees counter-clockwise on screen; the box is the face's square turned by it
     padded: bool = False  # found only with a border added around the photo (the face fills the picture)
+    still: bool = False  # not moved nor changed for [tracker] still_after s: a poster, a photo (edge/still.py)
 
     def to_dict(self) -> dict:
         d = {"id": self.id, "box": list(self.box), "emotion": self.emotion,
@@ -26,6 +27,8 @@ class Face:
             d["roll"] = self.roll
         if self.padded:
             d["found"] = "padded"
+        if self.still:
+            d["still"] = True
         return d
 
 
@@ -65,6 +68,11 @@ class Event:
     @property
     def largest(self) -> Face | None:
         return max(self.faces, key=lambda f: f.box[2] * f.box[3], default=None)
+
+    @property
+    def people(self) -> tuple[Face, ...]:
+        """The faces that count as people here: all but still ones (posters, photos on the wall)."""
+        return tuple(f for f in self.faces if not f.still)
 
 
 def iso_utc(t: float) -> str:

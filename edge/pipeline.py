@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 import time
@@ -97,8 +98,10 @@ class Cadence:
 class Pipeline:
     def __init__(self, source: FrameSource, detector: Detector, classifier: Classifier, tracker, sinks=(),
                  device: str = "edge", cadence: Cadence = Cadence(), stop: threading.Event | None = None,
-                 tilted: bool = False, flip: bool | None = None):
+                 tilted: bool = False, flip: bool | None = None, masks=None, still=None):
         self.source, self.detector, self.classifier, self.tracker = source, detector, classifier, tracker
+        self.masks = masks  # edge.masks.Masks or None: regions where no face is reported
+        self.still = still  # edge.still.StillFaces or None (live sources only)
         # Chosen per source kind by the app: also search rolled faces (the detector's tilt), and classify each
         # face mirrored too (None: the classifier's own setting).
         self.tilted, self.flip = tilted, flip
@@ -195,6 +198,8 @@ class Pipeline:
         self.last_main_size, self.last_plane_shape = frame.main_size, frame.gray.shape
         to_main = self._to_main(frame)
         boxes_g, padded, early = self._find(frame)
+        if self.masks:
+            boxes_g = self.masks.keep(boxes_g * to_main, frame.main_size) / to_main
         t1 = pc()
         tracks = self.tracker.match(boxes_g * to_main)
         now = frame.t_capture
@@ -227,6 +232,10 @@ class Pipeline:
             faces.append(Face(id=t.id, box=box, emotion=labels[k], confidence=float(t.scores[k]),
                               scores={lab: float(p) for lab, p in zip(labels, t.scores)},
                               roll=round(float(t.box[4]), 1), padded=padded))
+        if self.still is not None:
+            still = self.still.update(tracks, frame.gray, to_main, now)
+            if still:
+                faces = [dataclasses.replace(f, still=True) if f.id in still else f for f in faces]
         faces.sort(key=lambda f: -f.box[2] * f.box[3])  # largest (nearest) first, as documented
         now = time.monotonic()
         if self._last_t is not None:

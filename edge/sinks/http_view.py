@@ -38,8 +38,17 @@ pre{background:#1c1c1c;padding:.75rem;border-radius:4px;min-width:18rem;max-widt
 h1{font-size:1.1rem;margin:0 0 .75rem}
 </style></head>
 <body><h1>emotion-edge</h1><main>
+<div style="position:relative;line-height:0">
 <img id="stream" src="stream" alt="annotated camera stream" width="640" height="480">
-<div><div id="summary">waiting for the first event…</div><pre id="event"></pre></div>
+<canvas id="pick" style="position:absolute;left:0;top:0;width:100%;height:100%;cursor:crosshair;display:none"></canvas>
+</div>
+<div><div id="summary">waiting for the first event…</div><pre id="event"></pre>
+<h1>Masks</h1>
+<p><button id="draw">draw a mask</button> <button id="next">next polygon</button> <button id="undo">undo point</button>
+<button id="clear">clear</button></p>
+<p>Click the corners of a TV, a poster or a window on the picture; paste the line below into the [detector]
+section of the config and restart. No face whose centre lies inside is reported.</p>
+<pre id="toml">masks = []</pre></div>
 </main>
 <script>
 async function poll(){
@@ -57,6 +66,30 @@ async function poll(){
   setTimeout(poll, 500);
 }
 poll();
+const pick = document.getElementById('pick'), img = document.getElementById('stream');
+let polys = [[]];
+function show(){
+  const done = polys.filter(p => p.length >= 3);
+  document.getElementById('toml').textContent = 'masks = ' + JSON.stringify(done);
+  pick.width = img.clientWidth; pick.height = img.clientHeight;
+  const g = pick.getContext('2d'); g.clearRect(0, 0, pick.width, pick.height);
+  g.strokeStyle = '#ff0'; g.fillStyle = 'rgba(255,255,0,.15)'; g.lineWidth = 2;
+  for(const p of polys){
+    if(!p.length) continue;
+    g.beginPath(); p.forEach(([x, y], i) => (i ? g.lineTo : g.moveTo).call(g, x*pick.width, y*pick.height));
+    if(p.length >= 3){ g.closePath(); g.fill(); } g.stroke();
+  }
+}
+document.getElementById('draw').onclick = () => { pick.style.display = 'block'; show(); };
+document.getElementById('next').onclick = () => { if(polys[polys.length-1].length >= 3) polys.push([]); show(); };
+document.getElementById('undo').onclick = () => { polys[polys.length-1].pop(); show(); };
+document.getElementById('clear').onclick = () => { polys = [[]]; show(); };
+pick.addEventListener('click', ev => {  // fractions of the picture: the config's unit, whatever its size
+  const r = pick.getBoundingClientRect();
+  const clamp = v => Math.min(1, Math.max(0, v));
+  const x = clamp((ev.clientX - r.left) / r.width), y = clamp((ev.clientY - r.top) / r.height);
+  polys[polys.length-1].push([+x.toFixed(3), +y.toFixed(3)]); show();
+});
 </script></body></html>
 """
 
@@ -163,7 +196,8 @@ class HttpViewSink(Sink):
     needs_image = True
     name = "http view"
 
-    def __init__(self, cfg: DisplayConfig):
+    def __init__(self, cfg: DisplayConfig, masks=None):
+        self.masks = masks  # drawn faintly on the stream
         self.cfg = cfg
         self.host, self.port = parse_hostport(cfg.http, "display.http")
         # From the file, else the systemd credential "http-password"; empty: no password.
@@ -290,7 +324,8 @@ class HttpViewSink(Sink):
                 continue
             t0 = time.monotonic()
             img, event = item
-            ok, jpg = cv2.imencode(".jpg", annotate_bgr(img, event, self.cfg.scores), [cv2.IMWRITE_JPEG_QUALITY, 75])
+            ok, jpg = cv2.imencode(".jpg", annotate_bgr(img, event, self.cfg.scores, self.masks),
+                                   [cv2.IMWRITE_JPEG_QUALITY, 75])
             if ok:
                 with shared.cond:
                     shared.jpeg, shared.jpeg_seq = jpg.tobytes(), shared.jpeg_seq + 1

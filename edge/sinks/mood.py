@@ -42,7 +42,8 @@ class MoodSummary:
             self._last_t = now
             self._frames += 1
             ids = set()
-            for f in event.faces:
+            people = getattr(event, "people", event.faces)  # still faces (posters) are no one's mood
+            for f in people:
                 ids.add(f.id)
                 scores = np.array([f.scores.get(k, 0.0) for k in self.labels])
                 self._mass += scores * dt
@@ -50,7 +51,7 @@ class MoodSummary:
                 t = self._tracks.setdefault(f.id, {"first": now, "last": now, "mass": np.zeros(len(self.labels))})
                 t["last"] = now
                 t["mass"] += scores
-            if event.faces:
+            if people:
                 self._presence += dt
             self._seen |= ids
             self._end_gone(now)

@@ -285,10 +285,11 @@ class MqttSink(Sink):
         return False
 
     def handle(self, event: Event, frame) -> None:
-        big = event.largest
+        people = event.people  # a still face (a poster) is in the events, not in the state or presence
+        big = max(people, key=lambda f: f.box[2] * f.box[3], default=None)
         # Two decimals: Home Assistant stores an attribute row whenever a score changes, and the third
         # decimal is noise.
-        state = {"faces": len(event.faces), "emotion": big.emotion if big else None,
+        state = {"faces": len(people), "emotion": big.emotion if big else None,
                  "confidence": round(big.confidence, 2) if big else None,
                  "scores": {k: round(v, 2) for k, v in big.scores.items()} if big else {}, "ts": event.ts}
         # Sent at once when what a dashboard shows as a state changes (the count, the emotion); the confidence
