@@ -142,6 +142,11 @@ def frames_lines(rep: Report, cfg: Config, spec: str | None, frames: int) -> Non
                              f"{per['detect']:.1f} ({gray} plane), classify {per['classify']:.1f}, track "
                              f"{per['track']:.2f}, sinks {per['sinks']:.2f} ms/frame; faces per frame "
                              f"{np.mean(faces):.2f}, bad {pipe.stats.snapshot()['bad_frames']}")
+    masked = f"{len(pipe.masks.polygons)} masks, {pipe.masks.dropped} detections in them dropped" if pipe.masks \
+        else "no masks"
+    still = (f"{len(pipe.still.seen)} still faces (unchanged for {cfg.tracker.still_after:g} s)" if pipe.still
+             else "still faces off (not a live source, or still_after = 0)")
+    rep.line("info", "rooms", f"{masked}; {still}")
     preview = next((s for s in pipe.sinks if isinstance(s, PreviewSink)), None)
     if preview is None:
         rep.line("info", "preview", "none (not a Pi camera, or [display] preview = \"none\")")

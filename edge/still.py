@@ -3,7 +3,8 @@ moved and whose pixels have not changed beyond sensor noise for ``[tracker] stil
 person in the room: it stays in the per-frame events (``"still": true``) and leaves the state, presence and
 the mood summary. It comes back as a person the moment it moves or changes.
 
-Compared with the face as it was when it last changed, not with the previous frame, so a slow drift adds up.
+Compared with the face as it was when it last changed, in the same region of the picture, not with the
+previous frame, so a slow drift adds up and the detector's own jitter does not count.
 A living face is never that still: blinks, breathing and small head movements change it within seconds.
 """
 from __future__ import annotations
@@ -39,26 +40,32 @@ class StillFaces:
             if t.missed:
                 continue
             box = np.asarray(t.box[:4], np.float64)
-            cells = self._cells(gray, box / to_main[:4])
             ref = self._refs.get(t.id)
-            if cells is None:
-                self._refs.pop(t.id, None)
-                continue
-            if ref is not None and self._same(ref, box, cells):
+            if ref is not None and self._same(ref, box, gray, to_main):
                 if now - ref[2] >= self.still_after:
                     still.add(t.id)
                     self.seen.add(t.id)
                 continue
-            self._refs[t.id] = (box, cells, now)
+            cells = self._cells(gray, box / to_main[:4])
+            if cells is None:
+                self._refs.pop(t.id, None)
+            else:
+                self._refs[t.id] = (box, cells, now)
         for gone in set(self._refs) - alive:
             del self._refs[gone]
         return still
 
-    @staticmethod
-    def _same(ref, box: np.ndarray, cells: np.ndarray) -> bool:
+    def _same(self, ref, box: np.ndarray, gray: np.ndarray, to_main: np.ndarray) -> bool:
+        """Still there (the detector's box of a fixed picture wanders by several pixels between a full scan
+        and a window search, so only a tenth of its size counts as a move), and the pixels of the region it
+        was first seen in unchanged."""
         rbox, rcells, _ = ref
-        tol = max(2.0, 0.03 * rbox[2])  # a pixel or two of the detector's own jitter
-        if np.abs(box - rbox).max() > tol:
+        tol = 0.1 * rbox[2]
+        rc, c = rbox[:2] + rbox[2:] / 2, box[:2] + box[2:] / 2
+        if np.abs(c - rc).max() > tol or abs(box[2] - rbox[2]) > 2 * tol:
+            return False
+        cells = self._cells(gray, rbox / to_main[:4])
+        if cells is None:
             return False
         diff = cells - rcells
         return float(np.abs(diff - diff.mean()).max()) <= CHANGE

@@ -262,7 +262,8 @@ def test_selftest_full_on_the_demo_clip():
     r = emotion_edge("check", "--full", "--source", "demo", "--frames", "20")
     assert r.returncode == 0, r.stdout + r.stderr
     names = [ln[5:14].strip() for ln in r.stdout.splitlines() if ln[:4].strip() in ("ok", "info", "warn", "FAIL")]
-    assert names == ["board", "cpu", "python", "camera", "frames", "preview", "mqtt", "service", "thermal"], r.stdout
+    assert names == ["board", "cpu", "python", "camera", "frames", "rooms", "preview", "mqtt", "service", "thermal"], \
+        r.stdout
     assert "20 frames in" in r.stdout and "CPU-ms/frame" in r.stdout and "faces per frame 1.00" in r.stdout
     assert r.stdout.splitlines()[-1].startswith("selftest: 1 ok, 0 warn, 0 fail")
 
