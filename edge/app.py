@@ -93,13 +93,19 @@ class Outputs:
 def make_sinks(cfg: Config, out: Outputs, source: FrameSource, stats_fn=None, labels=LABELS,
                masks: Masks | None = None) -> list[Sink]:
     sinks: list[Sink] = []
+    inputs = source_paths(source)
     if out.events:
         from .sinks.jsonl import JsonLinesSink
 
-        sinks.append(JsonLinesSink(out.events))
+        sinks.append(JsonLinesSink(out.events, inputs))
     if out.annotate:
+        from .files import check_output
         from .sinks.annotate import AnnotateSink
 
+        try:
+            check_output(out.annotate, inputs)
+        except OSError as e:
+            raise ValueError(f"--annotate {e}") from None
         fps = getattr(source, "fps", 0) or cfg.camera.fps
         sinks.append(AnnotateSink(out.annotate, fps=min(fps, 30.0), scores=cfg.display.scores))
     if out.timeline or not (source.live or (source.independent and source.total == 1)):
@@ -123,6 +129,16 @@ def make_sinks(cfg: Config, out: Outputs, source: FrameSource, stats_fn=None, la
         sinks.append(PreviewSink(source, cfg.display, masks=masks))
     sinks.extend(out.extra)
     return sinks
+
+
+def source_paths(source: FrameSource) -> list:
+    """The files a source reads (an output must not overwrite them)."""
+    inner = getattr(source, "inner", source)
+    path = getattr(inner, "path", None)
+    if path is None:
+        return []
+    files = getattr(inner, "files", None)
+    return list(files) if files else [path]
 
 
 def cadence(cfg: Config, source: FrameSource) -> Cadence:

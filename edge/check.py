@@ -6,11 +6,12 @@ import time
 import numpy as np
 
 from .config import Config
+from .redact import redact
 
 
 def _line(name: str, ok: bool | None, text: str) -> bool:
     tag = {True: "ok  ", False: "FAIL", None: "skip"}[ok]
-    print(f"{tag} {name:<8} {text}", flush=True)
+    print(f"{tag} {name:<8} {redact(text)}", flush=True)
     return ok is not False
 
 

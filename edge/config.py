@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
 import os
 import re
@@ -244,6 +245,21 @@ def legacy_node_id(name: str) -> str:
     return s or "emotion-edge"
 
 
+# What MQTT refuses in a UTF-8 string (MQTT 3.1.1 section 1.5.3, 5.0 section 1.5.4): control characters,
+# U+0085 among them, and the non-characters; a broker that meets one drops the connection as malformed.
+_MQTT_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\ufdd0-\ufdef\ufffe\uffff\ud800-\udfff]")
+
+
+def check_mqtt_text(where: str, text: str, limit: int) -> None:
+    """A string that goes into a CONNECT packet or a topic: printable, and of a sane length."""
+    bad = _MQTT_FORBIDDEN.search(text)
+    if bad:
+        raise ConfigError(f"{where}: character U+{ord(bad.group()):04X} at position {bad.start()} is not allowed in MQTT "
+                          "(brokers drop the connection)")
+    if len(text) > limit:
+        raise ConfigError(f"{where}: {len(text)} characters, at most {limit}")
+
+
 def check_topic_prefix(where: str, prefix: str) -> None:
     """A topic prefix: one or more non-empty levels, no wildcards, not a $SYS-like topic."""
     if not prefix or any(not level for level in prefix.split("/")):
@@ -298,6 +314,9 @@ def _validate(name: str, obj) -> None:
     if name == "service" and obj.device.strip() and not any(c.isalnum() for c in obj.device):
         raise ConfigError(f"service.device: {obj.device!r} has no letter or digit to make a name from")
     if name == "mqtt":
+        for key, limit in (("prefix", 200), ("discovery_prefix", 200), ("client_id", 200), ("username", 200),
+                           ("host", 253)):
+            check_mqtt_text(f"mqtt.{key}", getattr(obj, key), limit)
         check_topic_prefix("mqtt.prefix", obj.prefix)
         check_topic_prefix("mqtt.discovery_prefix", obj.discovery_prefix)
         if re.search(r"[+#/\x00]", obj.client_id):
@@ -310,7 +329,7 @@ def _validate(name: str, obj) -> None:
 
 def parse_hostport(text: str, where: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
         raise ConfigError(f"{where}: expected HOST:PORT, got {text!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
 
@@ -332,8 +351,12 @@ def load(path: str | os.PathLike | None) -> Config:
     if path is None:
         return Config()
     p = Path(path)
+    from .files import CONFIG_MAX_BYTES, FileRefused, read_bounded
+
     try:
-        text = p.read_bytes().decode("utf-8")
+        text = read_bounded(p, CONFIG_MAX_BYTES).decode("utf-8")
+    except FileRefused as e:
+        raise ConfigError(str(e)) from None
     except OSError as e:
         raise ConfigError(f"{p}: cannot read: {e.strerror or e}") from None
     except UnicodeDecodeError:
@@ -358,8 +381,9 @@ def to_toml(cfg: Config) -> str:
             v = getattr(sec, sf.name)
             if isinstance(v, bool):
                 s = "true" if v else "false"
-            elif isinstance(v, str):
-                s = '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            elif isinstance(v, (str, tuple)):
+                # JSON's strings and arrays are TOML's: control characters escaped, so the output loads back
+                s = json.dumps(v)
             else:
                 s = repr(v)
             out.append(f"{sf.name} = {s}")

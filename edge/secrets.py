@@ -22,8 +22,12 @@ def read_secret(path: str, where: str, credential: str) -> str | None:
             return None
     else:
         return None
+    from .files import SECRET_MAX_BYTES, FileRefused, read_bounded
+
     try:
-        return p.read_text(encoding="utf-8").rstrip("\r\n") or None
+        return read_bounded(p, SECRET_MAX_BYTES).decode("utf-8").rstrip("\r\n") or None
+    except FileRefused as e:
+        raise SecretError(f"{where}: {e}") from None
     except OSError as e:
         raise SecretError(f"{where}: cannot read {p}: {e.strerror or e}") from None
     except UnicodeDecodeError:

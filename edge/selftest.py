@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from .config import Config
+from .redact import redact
 
 
 class Report:
@@ -20,7 +21,7 @@ class Report:
 
     def line(self, tag: str, name: str, text: str) -> None:
         self.counts[tag] += 1
-        print(f"{tag:<4} {name:<9} {text}", flush=True)
+        print(f"{tag:<4} {name:<9} {redact(text)}", flush=True)
 
     def summary(self) -> int:
         c = self.counts

@@ -132,6 +132,9 @@ def setup_logging(level: str = "info") -> str:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+    from .redact import RedactingFilter
+
+    handler.addFilter(RedactingFilter())
     root.addHandler(handler)
     # Library chatter (paho, TFLite delegates) stays out of the operator's view unless debugging.
     for noisy in ("PIL", "matplotlib"):

@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 class JsonLinesSink(Sink):
     name = "events"
 
-    def __init__(self, target: str):
+    def __init__(self, target: str, inputs=()):
         self.target = target
         if target == "-":
             self.fh = sys.stdout
@@ -23,6 +23,12 @@ class JsonLinesSink(Sink):
             p = Path(target)
             if p.parent and not p.parent.exists():
                 raise ValueError(f"--events {target}: folder {p.parent} does not exist")
+            from ..files import check_output
+
+            try:
+                check_output(p, inputs)
+            except OSError as e:
+                raise ValueError(f"--events {e}") from None
             self.fh = open(p, "w", encoding="utf-8", buffering=1)
             self._own = True
 

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import struct
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ..files import IMAGE_MAX_BYTES, FileRefused, read_bounded
 from ..media import CONVERT_HINT, is_image_path, is_unreadable_image
 from .base import FrameSource, SourceError, make_frame, plane_width
 
@@ -64,7 +66,9 @@ def header_size(head: bytes) -> tuple[int, int] | None:
 def _read_image(path: Path, max_pixels: int = 0) -> np.ndarray | None:
     # imdecode from bytes instead of imread: imread cannot open non-ASCII paths on every platform.
     try:
-        buf = np.fromfile(path, dtype=np.uint8)
+        buf = np.frombuffer(read_bounded(path, IMAGE_MAX_BYTES), dtype=np.uint8)
+    except FileRefused as e:
+        raise TooLarge(str(e).split(": ", 1)[-1]) from None
     except OSError:
         return None
     if buf.size == 0:
@@ -77,7 +81,21 @@ def _read_image(path: Path, max_pixels: int = 0) -> np.ndarray | None:
                            f"{max_pixels / 1e6:g} MP limit ([camera] max_pixels)")
     # IMREAD_COLOR applies the EXIF orientation: a phone's portrait photo stored sideways would
     # otherwise hide every face from the upright-face cascade. It also brings 16-bit files to 8 bits.
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    try:
+        return cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    except (cv2.error, MemoryError) as e:  # a codec OpenCV disables (OpenEXR), a size it refuses: this file only
+        raise TooLarge(_opencv_reason(e)) from None
+
+
+def _opencv_reason(e: Exception) -> str:
+    """OpenCV's error in one short phrase (its text carries a source path and a line number)."""
+    text = str(e)
+    if "CV_IO_MAX_IMAGE_PIXELS" in text:
+        return "its header claims more pixels than OpenCV's limit (OPENCV_IO_MAX_IMAGE_PIXELS)"
+    if isinstance(e, MemoryError):
+        return "too large to decode here"
+    reason = re.sub(r"(?s).*?error: \(-?\d+:[^)]*\)\s*", "", text).split(". ")[0].strip()
+    return f"OpenCV cannot decode it ({reason[:100]})"
 
 
 class ImageSource(FrameSource):

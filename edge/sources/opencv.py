@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 
 from ..config import CameraConfig
+from ..redact import redact
 from .base import MAX_CONSECUTIVE_BAD, FrameSource, SourceError, make_frame, plane_width
 
 log = logging.getLogger(__name__)
@@ -54,32 +55,58 @@ class VideoFileSource(FrameSource):
         self.frame_count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.total = self.frame_count if self.frame_count > 0 and not self.loop else None
         self._read_any = False
+        self._furthest = -1.0  # the furthest position delivered: frames only ever go forward
+        self._warned_early = False
 
     def read(self):
         if self.cap is None:
             self.open()
-        bad = 0
+        attempts = 0  # reads since the last new frame: bounded, whatever the decoder does
         while True:
             ok, img = self.cap.read()
+            pos = self.cap.get(cv2.CAP_PROP_POS_FRAMES)  # after a read: the index of the next frame
             if ok and img is not None and img.size:
+                if pos <= self._furthest:
+                    # A frame already delivered: after a skip, the decoder went back to a key frame. A clip cut
+                    # short (a copy that broke off) did this for ever, replaying its last good second.
+                    attempts += 1
+                    if attempts > MAX_CONSECUTIVE_BAD:
+                        return self._ended_early()
+                    continue
+                self._furthest = pos
                 if not self._read_any and self.lores[1] is None:
                     # Once per clip, from its first frame as turned upright: the header's size is the stored one.
                     self._plane = (plane_width(img.shape[1], img.shape[0], self.lores[0], 9 / 16), None)
                 self._read_any = True
                 return make_frame(self._next_seq(), img, *self._plane)
-            # At the real end read() fails too: tell end from corruption by the position.
-            pos = self.cap.get(cv2.CAP_PROP_POS_FRAMES)
-            if not self._read_any and bad == 0:
-                raise SourceError(f"{self.path}: no decodable frames (corrupt or unsupported video)")
-            if self.frame_count and pos < self.frame_count - 1 and bad < MAX_CONSECUTIVE_BAD:
-                bad += 1
+            # At the real end read() fails too: tell end from damage by the position the header promises.
+            attempts += 1
+            if self.frame_count and pos < self.frame_count - 1 and attempts <= MAX_CONSECUTIVE_BAD:
                 self.bad_frames += 1
-                self.cap.set(cv2.CAP_PROP_POS_FRAMES, pos + 1)
+                self.cap.set(cv2.CAP_PROP_POS_FRAMES, pos + 1)  # a damaged frame: skip it, count it
                 continue
-            if self.loop and self._read_any:
+            if not self._read_any:
+                raise SourceError(f"{self.path}: no decodable frames (corrupt or unsupported video)")
+            if self.frame_count and pos < self.frame_count - 1:
+                return self._ended_early()
+            if self.loop:
                 self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                self._furthest = -1.0
+                attempts = 0
                 continue
             return None
+
+    def _ended_early(self):
+        """The clip stops decoding before the frame count its header gives: end it (looping, start again)."""
+        if not self._warned_early:
+            self._warned_early = True
+            log.warning("%s: the clip stops decoding at frame %d of the %d its header gives (cut short or damaged); "
+                        "%d damaged frames skipped", self.path, int(self._furthest), self.frame_count, self.bad_frames)
+        if self.loop:
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            self._furthest = -1.0
+            return self.read()
+        return None
 
     def stop(self):
         if self.cap is not None:
@@ -103,7 +130,7 @@ class LiveCaptureSource(FrameSource):
         self.spec, self.fps = spec, cam.fps
         self.size, self.lores = (cam.width, cam.height), (cam.lores_width, cam.lores_height)
         self.stall_timeout = stall_timeout
-        self.description = f"webcam {spec}" if isinstance(spec, int) else f"stream {spec}"
+        self.description = f"webcam {spec}" if isinstance(spec, int) else f"stream {redact(spec)}"
         self._cond = threading.Condition()
         self._latest = None
         self._latest_t = 0.0
