@@ -5,7 +5,7 @@
 #                              the tests drive for real (mosquitto, shellcheck, chromium)
 # On a Raspberry Pi use deploy/install.sh instead.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 WITH_TEST=0
 [ "${1:-}" = "--test" ] && WITH_TEST=1
@@ -23,6 +23,9 @@ if [ "$WITH_TEST" = 1 ]; then
     command -v systemd-analyze >/dev/null || missing+=(systemd)
     # picamera2 (tested for real) needs python-prctl, which builds against libcap's headers
     [ -e /usr/include/sys/capability.h ] || missing+=(libcap-dev)
+    # scripts/systemd-test.sh: a Debian root booted under systemd-nspawn
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "setup: installing system packages: ${missing[*]}" >&2
         SUDO=""

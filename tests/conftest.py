@@ -322,3 +322,15 @@ def pi_sim(monkeypatch, tmp_path):
 def pisim_log(tmp_path: Path) -> list[dict]:
     p = tmp_path / "pisim.log"
     return [json.loads(x) for x in p.read_text().splitlines()] if p.exists() else []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """In CI a skipped test is a failure: a missing data folder, broker or tool would otherwise pass unseen."""
+    if not os.environ.get("CI") or exitstatus != 0 or hasattr(session.config, "workerinput"):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if skipped:
+        for rep in skipped:
+            print(f"CI: unexpected skip: {rep.nodeid}: {rep.longrepr[-1] if isinstance(rep.longrepr, tuple) else ''}")
+        session.exitstatus = 1

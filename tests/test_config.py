@@ -144,3 +144,17 @@ def test_hostile_numbers_exit_2_with_one_line(tmp_path, text, key):
     assert r.returncode == 2, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and key in lines[0] and "must be within" in lines[0], r.stderr
+
+
+def test_the_configuration_reference_is_the_code():
+    """docs/configuration.md's table of every key is generated from the typed config: it may not drift."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "config_reference.py")], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() in (ROOT / "docs" / "configuration.md").read_text(), \
+        "docs/configuration.md is out of date: .venv/bin/python scripts/config_reference.py --write"

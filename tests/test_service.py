@@ -271,3 +271,18 @@ def test_sigterm_while_a_silent_stream_is_opening(tmp_path, scheme):
     assert took < 5.0, f"SIGTERM took {took:.1f} s"
     assert p.returncode == 0, err
     assert "stopped while opening" in err
+
+
+def test_run_sh_keeps_the_callers_directory(tmp_path):
+    """scripts/run.sh changed to the repository root: a relative --source said "no such file", and the
+    README's own --annotate wrote into the checkout."""
+    import cv2
+
+    from edge.sources.demo import astronaut_bgr
+
+    cv2.imwrite(str(tmp_path / "photo.jpg"), astronaut_bgr())
+    r = subprocess.run([str(ROOT / "scripts" / "run.sh"), "--source", "photo.jpg", "--annotate", "photo_annotated.jpg"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "photo_annotated.jpg").is_file() and not (ROOT / "photo_annotated.jpg").exists()
+    assert '"faces":[{' in r.stdout
