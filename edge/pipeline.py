@@ -224,7 +224,14 @@ class Pipeline:
         t2 = pc()
         labels = self.classifier.labels
         faces = []
+        # A face that appears for the first time beside one already followed waits for a second sighting before
+        # it is reported: one-frame boxes on the background (the demo clip's frame 36) otherwise became the
+        # largest face, the retained state, for a frame. A first face, and every face of a photo, is reported at
+        # once.
+        settled = not self.source.independent and any(t.hits > 1 for t in self.tracker.tracks)
         for t in tracks:
+            if settled and t.hits == 1:
+                continue
             k = int(np.argmax(t.scores))
             box = tuple(int(round(v)) for v in t.box[:4])
             if padded:  # found with a border around the photo: what is reported stays inside it
