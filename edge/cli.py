@@ -133,7 +133,9 @@ def cmd_run(args) -> int:
         if stop.is_set():
             announcer.join(timeout=5)  # a daemon thread dies with the process: let STOPPING=1 out first
     snap = pipe.stats.snapshot()
-    summary = f"{result.frames} frames, {snap['bad_frames']} bad, {snap['fps']:.1f} fps at the end"
+    summary = f"{result.frames} frames, {snap['bad_frames']} bad"
+    if snap["fps"]:  # a photo or a short run has no measured rate: no "0.0 fps"
+        summary += f", {snap['fps']:.1f} fps at the end"
     if result.reason == "output-error":
         log.error("%s", result.error)
         return EXIT_FAILURE

@@ -386,7 +386,7 @@ def test_http_view_survives_idle_connections_and_stays_quiet(caplog):
             time.sleep(0.05)
         r = urllib.request.urlopen(f"http://{sink.host}:{sink.port}/event", timeout=5)
         assert r.status == 200 and json.loads(r.read())["faces"]
-        assert r.headers["Server"].strip() == "emotion-edge" and r.headers["X-Content-Type-Options"] == "nosniff"
+        assert r.headers["Server"] == "emotion-edge" and r.headers["X-Content-Type-Options"] == "nosniff"
         assert sink.server.dropped_idle >= 2 * http_view.MAX_CONNECTIONS
         assert len(sink.server.conns) <= http_view.MAX_CONNECTIONS
         closed = 0

@@ -153,3 +153,28 @@ def test_generated_configs_load_or_fail_with_one_config_error():
             assert str(e) and "\n" not in str(e)
             outcomes["error"] += 1
     assert outcomes["ok"] > 50 and outcomes["error"] > 1000, outcomes
+
+
+@pytest.mark.parametrize("spec", ["demo:abc", "webcam:99999999999999999999", "demo:²", "picamera2:64"])
+def test_a_bad_source_number_is_a_usage_error(spec):
+    """`--source demo:abc` exited 1 (a failure of the machine) though the README says bad arguments exit 2."""
+    r = emotion_edge("run", "--source", spec, "--events", "none")
+    assert r.returncode == 2 and "expected a number" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_broker_refusal_says_what_to_check(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = 1\n')
+    r = emotion_edge("check", "--config", str(cfg), "--source", "demo")
+    line = next(ln for ln in r.stdout.splitlines() if "broker" in ln)
+    assert line.startswith("FAIL") and "is the broker running?" in line, r.stdout
+
+
+def test_one_photo_reports_no_made_up_frame_rate(tmp_path):
+    from edge.sources.demo import astronaut_bgr
+
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "p.jpg"), astronaut_bgr())
+    r = emotion_edge("run", "--source", str(tmp_path / "p.jpg"), "--events", "none")
+    assert r.returncode == 0 and "fps at the end" not in r.stderr, r.stderr

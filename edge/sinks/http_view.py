@@ -213,6 +213,9 @@ class HttpViewSink(Sink):
         class Handler(BaseHTTPRequestHandler):
             server_version = "emotion-edge"
             sys_version = ""  # no Python version in Server:
+
+            def version_string(self):  # the base class joins the two with a space: "emotion-edge "
+                return self.server_version
             timeout = CLIENT_TIMEOUT  # per socket operation: a silent or stalled client is dropped
 
             def log_message(self, fmt, *args):

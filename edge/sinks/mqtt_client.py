@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import socket
 import ssl
 import threading
 import time
@@ -97,7 +98,7 @@ def connection(cfg: MqttConfig, device: str, suffix: str, timeout: float):
     try:
         client.connect(cfg.host, cfg.port, keepalive=10)
     except (OSError, ssl.SSLError) as e:
-        yield None, f"{where}: {e}"
+        yield None, f"{where}: {e}{_hint(e)}"
         return
     client.loop_start()
     try:
@@ -110,6 +111,17 @@ def connection(cfg: MqttConfig, device: str, suffix: str, timeout: float):
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def _hint(e: Exception) -> str:
+    """What to do about a connection that failed, in a few words."""
+    if isinstance(e, ConnectionRefusedError):
+        return " (nothing listens there: is the broker running? `systemctl status mosquitto`; or check [mqtt] host and port)"
+    if isinstance(e, ssl.SSLError):
+        return " (TLS: check [mqtt] ca_file, and that the broker's port speaks TLS)"
+    if isinstance(e, socket.gaierror):
+        return " (the host name does not resolve: check [mqtt] host)"
+    return ""
 
 
 def probe(cfg: MqttConfig, device: str, timeout: float = 5.0, roundtrip: bool = False) -> tuple[bool, str]:

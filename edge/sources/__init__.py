@@ -67,12 +67,16 @@ def describe_auto() -> str:
     return "demo"
 
 
-def _index(spec: str, default: int = 0) -> int:
+class SourceArgumentError(SourceError, ValueError):
+    """A source spec that cannot be right whatever the machine: a bad argument (exit status 2)."""
+
+
+def _index(spec: str, default: int = 0, limit: int = 100_000) -> int:
     _, _, n = spec.partition(":")
     if not n:
         return default
-    if not n.isdigit():
-        raise SourceError(f"--source {spec!r}: expected a number after ':'")
+    if not (n.isascii() and n.isdigit()) or int(n) > limit:
+        raise SourceArgumentError(f"--source {spec!r}: expected a number from 0 to {limit} after ':'")
     return int(n)
 
 
@@ -89,11 +93,11 @@ def open_source(spec: str, cam: CameraConfig, want_main: bool = False, interrupt
     if low.startswith("picamera2"):
         from .picamera2 import Picamera2Source
 
-        return Picamera2Source(cam, want_main=want_main, camera_num=_index(low), interrupt=interrupt)
+        return Picamera2Source(cam, want_main=want_main, camera_num=_index(low, limit=63), interrupt=interrupt)
     if low.startswith("webcam"):
         from .opencv import LiveCaptureSource
 
-        return LiveCaptureSource(_index(low), cam, interrupt=interrupt)
+        return LiveCaptureSource(_index(low, limit=255), cam, interrupt=interrupt)
     if low == "demo" or low.startswith("demo:"):
         from .demo import DemoSource
 
