@@ -171,9 +171,9 @@ def test_broker_refusal_says_what_to_check(tmp_path):
 
 
 def test_one_photo_reports_no_made_up_frame_rate(tmp_path):
-    from edge.sources.demo import astronaut_bgr
-
     import cv2
+
+    from edge.sources.demo import astronaut_bgr
 
     cv2.imwrite(str(tmp_path / "p.jpg"), astronaut_bgr())
     r = emotion_edge("run", "--source", str(tmp_path / "p.jpg"), "--events", "none")
