@@ -96,7 +96,7 @@ def test_a_mask_over_the_poster_removes_it_from_the_first_frame(room_clip):
 
 def test_files_are_not_rooms(room_clip):
     """A clip played as a file: its faces are never still, whatever the clip's length."""
-    pipe, events = run(room_clip, 7.0, replay="recorded")
+    pipe, events = run(room_clip, 3.0, replay="recorded")
     assert pipe.still is None and not any(f.still for e in events for f in e.faces)
 
 
